@@ -1,0 +1,87 @@
+"""Writing files so that nothing is ever overwritten or half-written.
+
+Names that are taken get a numbered variant (``0001-s42.png`` -> ``0001-s42-2.png``), and every
+write goes to a temporary file in the same folder, is fsync'd, then renamed into place, so a
+crash leaves either the old state or the complete new file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def ensure_output_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and parents) or explain in one sentence why it cannot be used."""
+    path = Path(folder)
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"output folder {str(path)!r} cannot be created because {str(parent)!r} is a file; choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {str(path)!r}: {exc.strerror}; choose another --out") from exc
+    return path
+
+
+def unique_path(folder: Path, stem: str, suffix: str, reserved: set[Path] | None = None) -> Path:
+    """First of ``stem+suffix``, ``stem-2+suffix``, ... that exists neither on disk nor in ``reserved``."""
+    reserved = reserved or set()
+    candidate = folder / f"{stem}{suffix}"
+    n = 2
+    while candidate.exists() or candidate in reserved:
+        candidate = folder / f"{stem}-{n}{suffix}"
+        n += 1
+    return candidate
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` via temp file + fsync + rename; refuses to replace a file unless asked."""
+    path = Path(path)
+    folder = path.parent
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            # link() fails if the target exists, so a file that appeared meanwhile is never clobbered.
+            os.link(tmp_name, path)
+            os.unlink(tmp_name)
+    except FileExistsError as exc:
+        _remove_quietly(tmp_name)
+        raise OutputError(f"{str(path)!r} already exists; localflux never overwrites files, choose another --out") from exc
+    except OSError as exc:
+        _remove_quietly(tmp_name)
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(f"disk full while writing {str(path)!r}; free some space and run again (nothing was written)") from exc
+        raise OutputError(f"cannot write {str(path)!r}: {exc.strerror}") from exc
+    _fsync_dir(folder)
+    return path
+
+
+def _remove_quietly(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
