@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from .errors import LocalFluxError
@@ -18,8 +19,6 @@ from .errors import LocalFluxError
 COMMAND_MODULES = [
     "generate",
     "replay",
-    "upscale",
-    "weights",
     "doctor",
 ]
 
@@ -64,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_libraries() -> None:
+    # Must happen before transformers/diffusers are imported: they read these at import time.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     for name in ("diffusers", "transformers", "accelerate", "peft", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

@@ -1,0 +1,375 @@
+"""Typed, strict render configuration: TOML file -> frozen dataclasses -> the code that acts on it.
+
+Layers, lowest first: preset defaults < config file < CLI flags < ``--set KEY=VALUE``.
+Presets are applied last (``with_preset``) but only fill values that no layer set, which is
+why the sampling fields that presets own are ``None`` until then.
+
+Every problem is a ``ConfigError`` naming the dotted key and where it came from (the file, a
+flag, or ``--set``). Unknown keys are errors: a typo must never be silently ignored.
+Paths inside a config file are relative to that file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+SCHEMA_NOTE = "see configs/schnell.toml for every key"
+
+
+def _range(lo=None, hi=None, *, lo_open=False):
+    return {"min": lo, "max": hi, "min_open": lo_open}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # hub id, local diffusers folder, single-file .safetensors/.gguf transformer, or "tiny"/"tiny-dev"
+    source: str = "black-forest-labs/FLUX.1-schnell"
+    # which defaults to use: "auto" detects schnell/dev from the model itself
+    preset: Literal["auto", "schnell", "dev"] = "auto"
+    # where the VAE, text encoders and tokenizers come from when source is a single file
+    base: str | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
+    revision: str | None = None  # hub revision (branch, tag or commit)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    steps: int | None = field(default=None, metadata=_range(1, 1000))
+    guidance: float | None = field(default=None, metadata=_range(0.0, 100.0))  # distilled guidance (dev)
+    true_cfg: float = field(default=1.0, metadata=_range(1.0, 100.0))  # > 1 with a negative prompt: real CFG
+    max_sequence_length: int | None = field(default=None, metadata=_range(1, 512))
+    seed: int | None = field(default=None, metadata=_range(0, 2**63 - 1))
+    count: int = field(default=1, metadata=_range(1, 100000))
+    # images per forward pass; > 1 is faster but may differ by one level of 255 from single renders
+    batch_size: int = field(default=1, metadata=_range(1, 64))
+
+
+@dataclass(frozen=True)
+class SizeConfig:
+    width: int | None = field(default=None, metadata=_range(16, 8192))
+    height: int | None = field(default=None, metadata=_range(16, 8192))
+    megapixels: float | None = field(default=None, metadata=_range(0.0, 16.0, lo_open=True))
+    aspect: str | None = None  # "W:H", e.g. "3:4" or "16:9"
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    subject: str | list[str] | None = None
+    styling: str | list[str] | None = None
+    lens: str | list[str] | None = None
+    lighting: str | list[str] | None = None
+    composition: str | list[str] | None = None
+    background: str | list[str] | None = None
+    quality: str | list[str] | None = None
+    negative: str | None = None  # used when sampling.true_cfg > 1
+    clip: str | None = None  # text for CLIP only (default: the joined template)
+    t5: str | None = None  # text for T5 only (default: the joined template)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "renders"
+    sidecar: bool = True  # also write <image>.json next to each PNG
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    offload: Literal["none", "model"] = "none"
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclass(frozen=True)
+class UpscaleConfig:
+    enabled: bool = False
+    model: str = "realesrgan-x4plus"
+    scale: float = field(default=2.0, metadata=_range(1.0, 8.0, lo_open=True))
+    tile: int | None = field(default=None, metadata=_range(16, 4096))
+    keep_original: bool = False  # also save the image before upscaling
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    size: SizeConfig = field(default_factory=SizeConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading and layering
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {str(path)!r} {what}; pass an existing .toml file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text; save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML ({exc}); fix the syntax") from None
+
+
+def parse_set_value(text: str) -> Any:
+    """A ``--set`` value is read as a TOML value (``8``, ``3.5``, ``true``, ``["a","b"]``), else as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_set_option(option: str) -> tuple[str, Any]:
+    key, sep, value = option.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {option!r} must look like KEY=VALUE, e.g. --set sampling.steps=8")
+    return key.strip(), parse_set_value(value.strip())
+
+
+class Layers:
+    """Collects raw values with where each came from, then builds one validated ``Config``."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
+
+    def add_file(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        data = read_toml(path)
+        base_dir = path.resolve().parent
+        for key, value in _flatten(data, origin=str(path)):
+            self.set(key, _resolve_path_value(key, value, base_dir), origin=str(path))
+
+    def add_dict(self, data: dict, origin: str = "config dict") -> None:
+        for key, value in _flatten(data, origin=origin):
+            self.set(key, value, origin=origin)
+
+    def set(self, key: str, value: Any, origin: str) -> None:
+        _check_known_key(key, origin)
+        self.values[key] = value
+        self.origins[key] = origin
+
+    def build(self) -> Config:
+        return _build_dataclass(Config, self.values, self.origins, prefix="")
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    *,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """Config from an optional TOML file, flag values (dotted keys) and ``--set`` strings."""
+    layers = Layers()
+    if path is not None:
+        layers.add_file(path)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            layers.set(key, value, origin=f"--{key.split('.')[-1].replace('_', '-')}")
+    for option in sets or []:
+        key, value = parse_set_option(option)
+        layers.set(key, value, origin=f"--set {option}")
+    return layers.build()
+
+
+def config_from_dict(data: dict, origin: str = "config dict") -> Config:
+    layers = Layers()
+    layers.add_dict(data, origin=origin)
+    return layers.build()
+
+
+def with_preset(config: Config, preset) -> Config:
+    """Fill the sampling values no layer set from ``preset`` (a ``presets.Preset``) and record its name."""
+    sampling = config.sampling
+    sampling = dataclasses.replace(
+        sampling,
+        steps=preset.steps if sampling.steps is None else sampling.steps,
+        guidance=preset.guidance if sampling.guidance is None else sampling.guidance,
+        max_sequence_length=(
+            preset.max_sequence_length if sampling.max_sequence_length is None else sampling.max_sequence_length
+        ),
+    )
+    model = dataclasses.replace(config.model, preset=preset.name)
+    return dataclasses.replace(config, sampling=sampling, model=model)
+
+
+def replace(config: Config, **dotted: Any) -> Config:
+    """A copy of ``config`` with dotted keys changed (``replace(c, **{"sampling.seed": 3})``), validated."""
+    layers = Layers()
+    layers.add_dict(config.to_dict(), origin="config")
+    for key, value in dotted.items():
+        layers.set(key, value, origin=f"override {key}")
+    return layers.build()
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _flatten(data: dict, origin: str, prefix: str = ""):
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _check_known_key(dotted, origin, section=True)
+            yield from _flatten(value, origin, prefix=dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _section_class(name: str):
+    return typing.get_type_hints(Config)[name]
+
+
+def _check_known_key(dotted: str, origin: str, section: bool = False) -> None:
+    parts = dotted.split(".")
+    hints = typing.get_type_hints(Config)
+    if parts[0] not in hints:
+        raise ConfigError(f"{origin}: {parts[0]!r} is not a config section (known: {', '.join(hints)}); {SCHEMA_NOTE}")
+    if len(parts) == 1:
+        if not section:
+            raise ConfigError(f"{origin}: {dotted!r} is a section, not a value; set one of its keys, e.g. {dotted}.KEY=VALUE")
+        return
+    cls = hints[parts[0]]
+    names = [f.name for f in dataclasses.fields(cls)]
+    if len(parts) > 2 or parts[1] not in names:
+        raise ConfigError(f"{origin}: {dotted!r} is not a known key (known in [{parts[0]}]: {', '.join(names)})")
+
+
+def _build_dataclass(cls, values: dict[str, Any], origins: dict[str, str], prefix: str):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}{f.name}"
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[f.name] = _build_dataclass(hint, values, origins, prefix=dotted + ".")
+        elif dotted in values:
+            origin = origins.get(dotted, "config")
+            kwargs[f.name] = _coerce(values[dotted], hint, dotted, origin)
+            _check_range(kwargs[f.name], f.metadata, dotted, origin)
+    return cls(**kwargs)
+
+
+def _type_name(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
+def _coerce(value: Any, hint, dotted: str, origin: str):
+    def fail():
+        raise ConfigError(f"{origin}: {dotted} must be {_type_name(hint)}, got {value!r}")
+
+    kind = typing.get_origin(hint)
+    if kind in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, dotted, origin)
+            except ConfigError:
+                continue
+        fail()
+    if kind is Literal:
+        if value in typing.get_args(hint):
+            return value
+        fail()
+    if kind is list:
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            fail()
+        return [_coerce(item, item_type, dotted, origin) for item in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        fail()
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        fail()
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                fail()
+            return float(value)
+        fail()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        fail()
+    raise TypeError(f"unsupported config type {hint!r} for {dotted}")  # a bug in this module
+
+
+def _check_range(value: Any, metadata, dotted: str, origin: str) -> None:
+    if value is None or not metadata:
+        return
+    lo, hi = metadata.get("min"), metadata.get("max")
+    if lo is not None and (value < lo or (metadata.get("min_open") and value == lo)):
+        bound = f"greater than {lo}" if metadata.get("min_open") else f"at least {lo}"
+        raise ConfigError(f"{origin}: {dotted} must be {bound}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{origin}: {dotted} must be at most {hi}, got {value!r}")
+
+
+# ---------------------------------------------------------------- paths
+
+_PATH_KEYS = ("model.base", "output.dir", "upscale.model")
+_WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".sft", ".ckpt", ".pt", ".pth")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def looks_like_hub_id(text: str) -> bool:
+    return bool(_HUB_ID.match(text)) and not text.endswith(_WEIGHT_SUFFIXES)
+
+
+def _resolve_path_value(key: str, value: Any, base_dir: Path) -> Any:
+    """Make a config file's relative paths relative to the file; hub ids and names stay as written."""
+    if not isinstance(value, str) or not value:
+        return value
+    if key == "model.source":
+        from .tiny import is_tiny
+
+        candidate = base_dir / value
+        if is_tiny(value) or Path(value).is_absolute():
+            return value
+        if candidate.exists() or not looks_like_hub_id(value) or value.startswith("."):
+            return str(candidate.resolve())
+        return value
+    if key == "upscale.model" and "/" not in value and not value.endswith(_WEIGHT_SUFFIXES):
+        return value  # an installed upscaler's name
+    if key in _PATH_KEYS and not Path(value).is_absolute():
+        if key == "model.base" and looks_like_hub_id(value) and not (base_dir / value).exists():
+            return value
+        return str((base_dir / value).resolve())
+    return value

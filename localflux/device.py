@@ -1,0 +1,114 @@
+"""Device and precision policy: CUDA > MPS > CPU; bf16 on GPUs, float32 on the CPU.
+
+float16 is never chosen automatically: FLUX's T5 encoder overflows in fp16 (inf/NaN
+activations), so GPUs without bf16 fall back to float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from .errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+_DTYPE_NAMES = {"bfloat16": "bfloat16", "float32": "float32", "float16": "float16"}
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str  # "cpu", "cuda", "cuda:1", "mps"
+    dtype: str  # "bfloat16" | "float32" | "float16"
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available():
+            return "mps"
+        return "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if re.fullmatch(r"cuda(:\d+)?", requested):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {requested!r} was asked for but no CUDA GPU is visible to PyTorch; use --device cpu or auto")
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {requested!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return requested
+    if requested == "mps":
+        if not _mps_available():
+            raise DeviceError("device 'mps' was asked for but Apple Metal (MPS) is not available; use --device cpu or auto")
+        return "mps"
+    raise DeviceError(f"device {requested!r} is not known; use auto, cpu, cuda, cuda:N or mps")
+
+
+def bf16_supported(device: str) -> bool:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    if device == "mps":
+        try:  # bf16 on MPS needs macOS 14+; probing is the reliable test
+            (torch.ones(2, device="mps", dtype=torch.bfloat16) * 2).cpu()
+            return True
+        except (RuntimeError, TypeError):
+            return False
+    return True
+
+
+def pick_dtype(device: str, requested: str = "auto") -> str:
+    if requested != "auto":
+        if requested == "bfloat16" and device != "cpu" and not bf16_supported(device):
+            raise DeviceError(f"dtype bfloat16 is not supported on {device}; use --set model.dtype=float32")
+        if requested == "float16":
+            log.warning("float16 can overflow in FLUX's T5 text encoder (black or noisy images); bfloat16 is safer")
+        return _DTYPE_NAMES[requested]
+    if device == "cpu":
+        return "float32"
+    return "bfloat16" if bf16_supported(device) else "float32"
+
+
+def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
+    chosen = pick_device(device)
+    return Placement(chosen, pick_dtype(chosen, dtype))
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def memory_summary() -> list[tuple[str, str]]:
+    """Human-readable facts for ``localflux doctor``."""
+    import torch
+
+    rows = [("torch", torch.__version__), ("cuda available", str(torch.cuda.is_available()))]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            free, total = torch.cuda.mem_get_info(index)
+            rows.append((f"cuda:{index}", f"{props.name}, {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB, "
+                         f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}"))
+    rows.append(("mps available", str(_mps_available())))
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        free, total = os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
+        rows.append(("system memory", f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"))
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        pass
+    return rows

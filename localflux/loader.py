@@ -1,0 +1,253 @@
+"""Model sources -> a ready ``FluxPipeline`` on a device, plus the list of files it came from.
+
+Sources (``model.source``):
+- ``tiny`` / ``tiny-schnell`` / ``tiny-dev``: the built-in random-weight miniature (``tiny.py``);
+- a local diffusers folder (``model_index.json``, ``transformer/``, ``vae/``, ...);
+- a Hugging Face hub id, looked up in the HF cache first; downloaded only when not cached and the
+  hub is reachable (``HF_TOKEN`` for the gated FLUX.1-dev repo);
+- a single-file transformer checkpoint (BFL/ComfyUI ``.safetensors`` or diffusers keys, fp8-stored
+  weights are upcast on load) with ``model.base`` naming where the other components come from.
+
+Loaded pipelines are kept per process, keyed by everything that changes the loaded weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .config import ModelConfig, looks_like_hub_id
+from .device import Placement
+from .errors import ModelSourceError
+from .tiny import TINY_SOURCES, is_tiny
+
+log = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
+COMPONENT_FOLDERS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+_BFL_KEY = "double_blocks.0.img_attn.norm.key_norm.scale"
+_BFL_GUIDANCE = "guidance_in.in_layer.weight"
+_DIFFUSERS_KEY = "x_embedder.weight"
+_DIFFUSERS_GUIDANCE = "time_text_embed.guidance_embedder.linear_1.weight"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model comes from, resolved to local paths where possible."""
+
+    kind: str  # "tiny" | "folder" | "hub" | "single_file"
+    text: str  # what the user wrote
+    path: Path | None = None  # folder or file on disk (hub: the cached snapshot)
+    base: "Source | None" = None  # single_file: the source of the other components
+
+
+@dataclass
+class LoadedModel:
+    pipe: object
+    source: Source
+    placement: Placement
+    preset: str
+    offload: str
+    files: list[Path] = field(default_factory=list)  # every file whose bytes feed the pixels
+    fingerprint: str | None = None  # tiny: sha256 of its in-memory weights
+
+
+_PIPELINES: dict[tuple, LoadedModel] = {}
+
+
+# ---------------------------------------------------------------- sources
+
+
+def describe_source(text: str, base: str | None = None, revision: str | None = None, *, download: bool = False) -> Source:
+    """Classify ``text`` and check it exists, without loading weights."""
+    if is_tiny(text):
+        return Source("tiny", text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            missing = "model_index.json"
+            raise ModelSourceError(f"model folder {text!r} is not a diffusers FLUX folder (no {missing}); "
+                                   "point --model at the folder that holds model_index.json, transformer/ and vae/")
+        for part in ("transformer", "vae"):
+            if not (path / part).is_dir():
+                raise ModelSourceError(f"model folder {text!r} has no {part}/ folder; it is not a complete diffusers FLUX model")
+        return Source("folder", text, path)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            raise ModelSourceError(f"{text!r} is a GGUF file; GGUF transformers are not supported in this version, "
+                                   "use a .safetensors checkpoint or a diffusers folder")
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise ModelSourceError(f"model file {text!r} is not a .safetensors checkpoint; localflux loads .safetensors "
+                                   "single files, diffusers folders or hub ids")
+        if not base:
+            raise ModelSourceError(f"single-file checkpoint {text!r} needs model.base (--base): a diffusers FLUX folder "
+                                   "or hub id that provides the VAE, text encoders and tokenizers")
+        return Source("single_file", text, path, base=describe_source(base, revision=revision, download=download))
+    if looks_like_hub_id(text) and not text.startswith((".", "/", "~")):
+        return Source("hub", text, _cached_snapshot(text, revision, download=download))
+    raise ModelSourceError(f"model {text!r} was not found: it is neither an existing folder or file nor a hub id "
+                           "(org/name); check the path")
+
+
+def _cached_snapshot(repo_id: str, revision: str | None, *, download: bool) -> Path | None:
+    """The local snapshot folder of a hub repo: from the cache, or downloaded when allowed."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hf_errors
+
+    patterns = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors"]
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True))
+    except (hf_errors.LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        pass
+    if not download:
+        return None  # dry runs and descriptions must not download anything
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    how = (f"download it where a network is available (`hf download {repo_id}`) and copy the Hugging Face cache here, "
+           "or pass a local diffusers folder with --model")
+    if offline:
+        raise ModelSourceError(f"model {repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {how}")
+    try:
+        log.warning("downloading %s into the Hugging Face cache (tens of GB for FLUX)", repo_id)
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except hf_errors.GatedRepoError:
+        raise ModelSourceError(f"model {repo_id!r} is gated: accept its license on huggingface.co and set HF_TOKEN "
+                               "to a token of that account, then run again") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise ModelSourceError(f"model {repo_id!r} was not found on the hub (or it is private and HF_TOKEN is not set); "
+                               "check the id") from None
+    except hf_errors.HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 401:
+            raise ModelSourceError(f"the hub refused {repo_id!r} (401): set HF_TOKEN to a token that may read it") from None
+        raise ModelSourceError(f"could not download {repo_id!r} ({exc.__class__.__name__}); {how}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"model {repo_id!r} is not cached and the hub cannot be reached "
+                               f"({exc.__class__.__name__}); {how}") from None
+
+
+def detect_preset(source: Source) -> str:
+    """``schnell`` or ``dev``: from the transformer's guidance embedding, else from the name."""
+    if source.kind == "tiny":
+        return TINY_SOURCES[source.text]
+    if source.kind == "single_file":
+        keys = _safetensors_keys(source.path)
+        return "dev" if any(k.endswith((_BFL_GUIDANCE, _DIFFUSERS_GUIDANCE)) for k in keys) else "schnell"
+    if source.path is not None:
+        config_file = source.path / "transformer" / "config.json"
+        if config_file.is_file():
+            return "dev" if json.loads(config_file.read_text()).get("guidance_embeds") else "schnell"
+    return "schnell" if "schnell" in source.text.lower() else "dev"
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    except Exception as exc:  # safetensors raises several types for truncated/corrupt headers
+        raise ModelSourceError(f"{str(path)!r} is not a readable .safetensors file ({exc}); re-download it") from None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_model(model: ModelConfig, placement: Placement, offload: str = "none") -> LoadedModel:
+    """The pipeline for ``model`` on ``placement``; reused within the process when already loaded."""
+    key = (model.source, model.base, model.revision, placement.device, placement.dtype, offload)
+    if key in _PIPELINES:
+        return _PIPELINES[key]
+    source = describe_source(model.source, model.base, model.revision, download=True)
+    preset = detect_preset(source)
+    loaded = _load(source, placement, preset)
+    loaded.offload = offload
+    _place(loaded.pipe, placement, offload)
+    _PIPELINES[key] = loaded
+    return loaded
+
+
+def clear_cache() -> None:
+    _PIPELINES.clear()
+
+
+def _load(source: Source, placement: Placement, preset: str) -> LoadedModel:
+    from .hashing import sha256_state_dict
+
+    if source.kind == "tiny":
+        from .tiny import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline(TINY_SOURCES[source.text])
+        if placement.dtype != "float32":  # built in float32
+            pipe.to(dtype=placement.torch_dtype)
+        fingerprint = sha256_state_dict({f"{name}.{k}": v for name in ("transformer", "vae", "text_encoder", "text_encoder_2")
+                                         for k, v in getattr(pipe, name).state_dict().items()})
+        return LoadedModel(pipe, source, placement, preset, "none", fingerprint=fingerprint)
+    if source.kind == "single_file":
+        transformer = _load_single_file_transformer(source, placement, preset)
+        pipe = _from_pretrained(source.base, placement, transformer=transformer)
+        files = [source.path] + _component_files(source.base.path, exclude=("transformer",))
+        return LoadedModel(pipe, source, placement, preset, "none", files=files)
+    pipe = _from_pretrained(source, placement)
+    return LoadedModel(pipe, source, placement, preset, "none", files=_component_files(source.path))
+
+
+def _from_pretrained(source: Source, placement: Placement, **components):
+    from diffusers import FluxPipeline
+
+    if source.kind == "tiny":
+        raise ModelSourceError("model.base cannot be 'tiny'; use a diffusers folder or hub id")
+    if source.path is None:
+        source = describe_source(source.text, download=True)
+    try:
+        return FluxPipeline.from_pretrained(str(source.path), dtype=placement.torch_dtype, **components)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelSourceError(f"could not load the FLUX model in {str(source.path)!r}: {exc}".split("\n")[0]) from None
+
+
+def _load_single_file_transformer(source: Source, placement: Placement, preset: str):
+    from diffusers import FluxTransformer2DModel
+
+    keys = _safetensors_keys(source.path)
+    if not any(k.endswith((_BFL_KEY, _DIFFUSERS_KEY)) for k in keys):
+        raise ModelSourceError(f"{str(source.path)!r} is not a FLUX.1 transformer checkpoint (no FLUX transformer keys "
+                               "found); pass the transformer file, not a VAE, LoRA or text encoder")
+    config_root = _transformer_config_root(source, preset)
+    try:
+        return FluxTransformer2DModel.from_single_file(
+            str(source.path), config=str(config_root), subfolder="transformer", torch_dtype=placement.torch_dtype
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelSourceError(f"could not load transformer checkpoint {str(source.path)!r}: "
+                               f"{str(exc).splitlines()[0]}; is it a FLUX.1 transformer matching model.base?") from None
+
+
+def _transformer_config_root(source: Source, preset: str) -> Path:
+    """The base model's own transformer config when it has one, else the packaged published config."""
+    base = source.base.path if source.base else None
+    if base is not None and (base / "transformer" / "config.json").is_file():
+        return base
+    name = "FLUX.1-dev" if preset == "dev" else "FLUX.1-schnell"
+    return Path(str(resources.files("localflux").joinpath("flux_configs", name)))
+
+
+def _component_files(root: Path | None, exclude: tuple[str, ...] = ()) -> list[Path]:
+    if root is None:
+        return []
+    files = [root / "model_index.json"]
+    for folder in COMPONENT_FOLDERS:
+        if folder in exclude or not (root / folder).is_dir():
+            continue
+        files += sorted(p for p in (root / folder).iterdir() if p.is_file() and not p.name.startswith("."))
+    return files
+
+
+def _place(pipe, placement: Placement, offload: str) -> None:
+    if offload == "model":
+        # diffusers wants an explicit device when there is no accelerator (CPU wiring tests).
+        pipe.enable_model_cpu_offload(device=placement.device)
+    else:
+        pipe.to(placement.device)

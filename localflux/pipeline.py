@@ -1,0 +1,275 @@
+"""The one place that knows the order of stages: config -> model -> seeds -> render -> (upscale) -> save.
+
+``plan`` resolves everything that can be decided without weights (preset, size, seeds, prompts,
+device) so ``--dry-run`` shows exactly what ``generate`` will do. ``generate`` renders and saves,
+embedding a recipe from which ``replay`` reproduces each image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config as config_mod
+from .config import Config
+from .loader import LoadedModel, Source, describe_source, detect_preset, load_model
+from .presets import PRESETS
+from .prompts import PART_ORDER, join_prompt
+from .resolution import Size, resolve_size
+from .sampler import RenderRequest, vae_tiling_enabled
+
+log = logging.getLogger(__name__)
+
+RANDOM_SEED_LIMIT = 2**32  # random seeds stay short enough to read and type
+
+
+@dataclass
+class Result:
+    image: object  # PIL.Image.Image
+    seed: int
+    recipe: dict
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: Config  # preset applied, seed fixed, paths absolute
+    source: Source
+    size: Size
+    seeds: list[int]
+    request: RenderRequest
+    prompt_parts: dict
+    seed_was_random: bool
+
+
+def plan(config: Config) -> Plan:
+    """Resolve a config into a concrete plan, without loading weights or downloading anything."""
+    config = _absolute_paths(config)
+    source = describe_source(config.model.source, config.model.base, config.model.revision)
+    preset_name = config.model.preset if config.model.preset != "auto" else detect_preset(source)
+    config = config_mod.with_preset(config, PRESETS[preset_name])
+    seed_was_random = config.sampling.seed is None
+    if seed_was_random:
+        config = config_mod.replace(config, **{"sampling.seed": secrets.randbelow(RANDOM_SEED_LIMIT)})
+    s = config.sampling
+    size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect)
+    parts = {name: getattr(config.prompt, name) for name in PART_ORDER}
+    final = join_prompt(parts)
+    if not final and not (config.prompt.clip or config.prompt.t5):
+        from .errors import ConfigError
+
+        raise ConfigError("the prompt is empty; give --prompt TEXT or set prompt.subject in the config")
+    request = RenderRequest(
+        clip_prompt=config.prompt.clip or final,
+        t5_prompt=config.prompt.t5 or final,
+        negative_prompt=config.prompt.negative or None,
+        width=size.width,
+        height=size.height,
+        steps=s.steps,
+        guidance=s.guidance,
+        true_cfg=s.true_cfg,
+        max_sequence_length=s.max_sequence_length,
+        vae_tiling=vae_tiling_enabled(config.memory.vae_tiling, size.width, size.height),
+    )
+    seeds = [s.seed + k for k in range(s.count)]
+    return Plan(config, source, size, seeds, request, parts, seed_was_random)
+
+
+def generate(config, *, save: bool = True, progress: bool = True, out_dir: str | Path | None = None) -> list[Result]:
+    """Render every image of ``config`` (a path, a dict or a ``Config``); save them unless ``save=False``."""
+    config = coerce_config(config)
+    if out_dir is not None:
+        config = config_mod.replace(config, **{"output.dir": str(out_dir)})
+    the_plan = plan(config)
+    _announce(the_plan)
+    folder = None
+    if save:
+        from .output import ensure_output_dir
+
+        folder = ensure_output_dir(the_plan.config.output.dir)
+    model = load(the_plan.config)
+    from .sampler import warn_if_truncated
+
+    warnings = warn_if_truncated(model.pipe, the_plan.request)
+    results = []
+    batches = _batches(the_plan.seeds, the_plan.config.sampling.batch_size)
+    bar = _image_bar(len(the_plan.seeds), progress)
+    for batch in batches:
+        for result in render_batch(the_plan, model, batch, warnings, progress=progress):
+            if folder is not None:
+                result.path = save_result(result, folder, the_plan.config)
+            results.append(result)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def coerce_config(config) -> Config:
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, dict):
+        return config_mod.config_from_dict(config)
+    if isinstance(config, (str, Path)):
+        return config_mod.load_config(config)
+    raise TypeError(f"config must be a path, a dict or a localflux Config, not {type(config).__name__}")
+
+
+def load(config: Config) -> LoadedModel:
+    from .device import resolve_placement
+
+    placement = resolve_placement(config.model.device, config.model.dtype)
+    return load_model(config.model, placement, offload=config.memory.offload)
+
+
+def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings: list[str], *, progress: bool = True) -> list[Result]:
+    """Render ``seeds`` in one forward pass and attach each image's recipe (and upscale, if enabled)."""
+    from .sampler import render
+
+    index0 = the_plan.seeds.index(seeds[0])
+    desc = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+    images, sigmas = render(model.pipe, the_plan.request, seeds, progress=progress, desc=desc)
+    results = []
+    for position, (seed, image) in enumerate(zip(seeds, images)):
+        recipe = build_recipe(the_plan, model, seed, index0 + position, sigmas, warnings, batch_seeds=seeds)
+        if the_plan.config.upscale.enabled:
+            base_image = image
+            image, recipe["upscale"] = upscale_stage(image, the_plan.config, model)
+            recipe["size"]["output"] = [image.width, image.height]
+            result = Result(image, seed, recipe)
+            result.base_image = base_image  # kept for upscale.keep_original
+        else:
+            result = Result(image, seed, recipe)
+        results.append(result)
+    return results
+
+
+def upscale_stage(image, config: Config, model: LoadedModel):
+    """Chained Real-ESRGAN stage; returns (image, recipe record)."""
+    from .upscale import upscale_pil
+
+    return upscale_pil(image, model=config.upscale.model, scale=config.upscale.scale, tile=config.upscale.tile,
+                       device=model.placement.device)
+
+
+def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigmas: list[float], warnings: list[str],
+                 batch_seeds: list[int]) -> dict:
+    from .hashing import sha256_file
+    from .recipe import SCHEMA_VERSION, versions
+
+    config = the_plan.config
+    files = [{"path": str(path), "sha256": sha256_file(path), "size": path.stat().st_size} for path in model.files]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "localflux_version": versions()["localflux"],
+        "config": config.to_dict(),
+        "seed": seed,
+        "index": index,
+        "size": {"width": the_plan.size.width, "height": the_plan.size.height,
+                 "requested": list(the_plan.size.requested)},
+        "prompt": {"parts": the_plan.prompt_parts, "final": join_prompt(the_plan.prompt_parts),
+                   "clip": the_plan.request.clip_prompt, "t5": the_plan.request.t5_prompt,
+                   "negative": the_plan.request.negative_prompt},
+        "sigmas": sigmas,
+        "model": {"source": config.model.source, "kind": model.source.kind, "preset": model.preset,
+                  "base": config.model.base, "files": files, "fingerprint": model.fingerprint},
+        "versions": versions(),
+        "device": model.placement.device,
+        "dtype": model.placement.dtype,
+        "decisions": {
+            "offload": model.offload,
+            "vae_tiling": the_plan.request.vae_tiling,
+            "batch_seeds": list(batch_seeds),
+            "attention_backend": attention_backend(model.pipe.transformer),
+            "true_cfg_active": the_plan.request.true_cfg > 1 and bool(the_plan.request.negative_prompt),
+        },
+        "warnings": list(warnings),
+        "upscale": None,
+    }
+
+
+def save_result(result: Result, folder: Path, config: Config) -> Path:
+    from .output import unique_path
+    from .recipe import save_png
+
+    stem = f"{result.recipe['index'] + 1:04d}-s{result.seed}"
+    if config.upscale.enabled and config.upscale.keep_original:
+        base_recipe = dict(result.recipe, upscale=None)
+        base_recipe["size"] = {k: v for k, v in result.recipe["size"].items() if k != "output"}
+        save_png(result.base_image, unique_path(folder, stem + "-base", ".png"), base_recipe,
+                 sidecar=config.output.sidecar)
+    path = unique_path(folder, stem, ".png")
+    return save_png(result.image, path, result.recipe, sidecar=config.output.sidecar)
+
+
+def attention_backend(transformer) -> str:
+    for module in transformer.modules():
+        processor = getattr(module, "processor", None)
+        if processor is not None:
+            backend = getattr(processor, "_attention_backend", None)
+            return str(getattr(backend, "value", backend) or "native")
+    return "native"
+
+
+def _batches(seeds: list[int], size: int) -> list[list[int]]:
+    return [seeds[i:i + size] for i in range(0, len(seeds), size)]
+
+
+def _image_bar(total: int, progress: bool):
+    if not progress or total < 2:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="images", unit="img", file=sys.stderr)
+
+
+def _announce(the_plan: Plan) -> None:
+    c = the_plan.config
+    if the_plan.seed_was_random:
+        print(f"localflux: seed {c.sampling.seed} (random; pass --seed {c.sampling.seed} to render it again)", file=sys.stderr)
+    if the_plan.size.snapped:
+        req = the_plan.size.requested
+        print(f"localflux: size {the_plan.size.width}x{the_plan.size.height} "
+              f"(asked for {req[0]:g}x{req[1]:g}; sides are multiples of 16)", file=sys.stderr)
+
+
+def _absolute_paths(config: Config) -> Config:
+    """Paths the user gave relative to the working directory become absolute, so recipes replay anywhere."""
+    changes = {}
+    for key, value in (("model.source", config.model.source), ("model.base", config.model.base),
+                       ("output.dir", config.output.dir)):
+        if value and (key == "output.dir" or Path(value).exists()):
+            absolute = str(Path(value).expanduser().resolve())
+            if absolute != value:
+                changes[key] = absolute
+    return config_mod.replace(config, **changes) if changes else config
+
+
+def describe(the_plan: Plan) -> str:
+    """Human-readable account of what ``generate`` would do (``--dry-run``)."""
+    import json
+
+    c = the_plan.config
+    r = the_plan.request
+    lines = [
+        f"model: {c.model.source} ({the_plan.source.kind}, preset {c.model.preset})",
+        f"size: {r.width}x{r.height} ({r.width * r.height / 2**20:.2f} MP)",
+        f"steps: {r.steps}, guidance: {r.guidance}, true_cfg: {r.true_cfg}, max_sequence_length: {r.max_sequence_length}",
+        f"seeds: {', '.join(str(s) for s in the_plan.seeds[:8])}{' ...' if len(the_plan.seeds) > 8 else ''}"
+        f" ({len(the_plan.seeds)} image(s), {c.sampling.batch_size} per pass)",
+        f"prompt: {r.t5_prompt}",
+        f"memory: offload={c.memory.offload}, vae_tiling={'on' if r.vae_tiling else 'off'}",
+        f"output: {c.output.dir}",
+    ]
+    if r.negative_prompt:
+        lines.insert(5, f"negative: {r.negative_prompt} ({'used' if r.true_cfg > 1 else 'unused: true_cfg is 1'})")
+    if c.upscale.enabled:
+        lines.append(f"upscale: {c.upscale.model} x{c.upscale.scale} (tile {c.upscale.tile or 'auto'})")
+    lines.append("resolved config:")
+    lines.append(json.dumps(dataclasses.asdict(c), indent=2, sort_keys=False))
+    return "\n".join(lines)

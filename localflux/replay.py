@@ -1,0 +1,102 @@
+"""Re-render an image from the recipe embedded in it, with the decisions recorded there."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config as config_mod
+from .errors import WeightsMismatchError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Replay:
+    image: object
+    recipe: dict
+    path: Path | None
+    max_difference: int | None = None  # levels of 255 (or 65535); None when not verified
+    differing_pixels: int | None = None
+
+    @property
+    def identical(self) -> bool:
+        return self.max_difference == 0
+
+
+def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
+    """The config that reproduces the recipe's forward pass (its whole batch when it was batched)."""
+    batch_seeds = recipe["decisions"].get("batch_seeds") or [recipe["seed"]]
+    data = recipe["config"]
+    overrides = {
+        "sampling.seed": batch_seeds[0],
+        "sampling.count": len(batch_seeds),
+        "sampling.batch_size": len(batch_seeds),
+        # the recorded final texts, not the parts: a later phrase library must not change the prompt
+        "prompt.clip": recipe["prompt"]["clip"],
+        "prompt.t5": recipe["prompt"]["t5"],
+        "memory.vae_tiling": "on" if recipe["decisions"]["vae_tiling"] else "off",
+        "memory.offload": recipe["decisions"]["offload"],
+        "model.device": device or recipe["device"],
+        "model.dtype": recipe["dtype"],
+    }
+    return config_mod.replace(config_mod.config_from_dict(data, origin="recipe"), **overrides)
+
+
+def check_weights(recipe: dict) -> None:
+    """Refuse early when a weight file is gone or its bytes differ from the recipe's."""
+    from .hashing import sha256_file
+
+    for entry in recipe["model"]["files"]:
+        path = Path(entry["path"])
+        if not path.is_file():
+            raise WeightsMismatchError(f"weight file {str(path)!r} used by this image is missing; restore it to replay")
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise WeightsMismatchError(f"weight file {str(path)!r} has sha256 {digest[:12]}… but the image was rendered "
+                                       f"with {entry['sha256'][:12]}…; the file changed, restore the original to replay")
+
+
+def replay(image_path: str | Path, *, out_dir: str | Path | None = None, verify: bool = False,
+           device: str | None = None, progress: bool = True) -> Replay:
+    from . import pipeline
+    from .recipe import read_recipe
+
+    recipe = read_recipe(image_path)
+    check_weights(recipe)
+    config = recipe_config(recipe, device=device)
+    the_plan = pipeline.plan(config)
+    model = pipeline.load(the_plan.config)
+    expected_fp = recipe["model"].get("fingerprint")
+    if expected_fp and model.fingerprint != expected_fp:
+        raise WeightsMismatchError(f"built-in model {recipe['model']['source']!r} differs from the one this image was "
+                                   "rendered with (another localflux/torch version); it cannot be replayed exactly")
+    seeds = the_plan.seeds
+    results = pipeline.render_batch(the_plan, model, seeds, recipe["warnings"], progress=progress)
+    result = results[seeds.index(recipe["seed"])]
+    replayed = Replay(result.image, result.recipe, None)
+    if verify:
+        replayed.max_difference, replayed.differing_pixels = compare_images(image_path, result.image)
+    if out_dir is not None:
+        from .output import ensure_output_dir
+
+        folder = ensure_output_dir(out_dir)
+        result.recipe["index"] = recipe["index"]
+        replayed.path = pipeline.save_result(result, folder, the_plan.config)
+    return replayed
+
+
+def compare_images(path: str | Path, image) -> tuple[int, int]:
+    """(largest per-channel difference, number of differing pixels) between a file and an image."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as original:
+        a = np.asarray(original.convert(image.mode), dtype=np.int64)
+    b = np.asarray(image, dtype=np.int64)
+    if a.shape != b.shape:
+        return 255, int(np.prod(a.shape[:2]))
+    diff = np.abs(a - b)
+    per_pixel = diff.max(axis=-1) if diff.ndim == 3 else diff
+    return int(diff.max()), int((per_pixel > 0).sum())
