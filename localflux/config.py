@@ -235,19 +235,15 @@ def _flatten(data: dict, origin: str, prefix: str = ""):
             yield dotted, value
 
 
-def _sections() -> dict[str, type]:
-    return {f.name: f.type for f in dataclasses.fields(Config)}
-
-
-def _section_class(name: str):
-    return typing.get_type_hints(Config)[name]
-
-
 def _check_known_key(dotted: str, origin: str, section: bool = False) -> None:
     parts = dotted.split(".")
     hints = typing.get_type_hints(Config)
     if parts[0] not in hints:
         raise ConfigError(f"{origin}: {parts[0]!r} is not a config section (known: {', '.join(hints)}); {SCHEMA_NOTE}")
+    if _list_item_class(hints[parts[0]]) is not None:
+        if len(parts) > 1:  # arrays of tables ([[lora]]) are set whole; their items are checked when built
+            raise ConfigError(f"{origin}: {dotted!r} cannot be set on its own; [[{parts[0]}]] entries are set whole")
+        return
     if len(parts) == 1:
         if not section:
             raise ConfigError(f"{origin}: {dotted!r} is a section, not a value; set one of its keys, e.g. {dotted}.KEY=VALUE")
@@ -258,19 +254,51 @@ def _check_known_key(dotted: str, origin: str, section: bool = False) -> None:
         raise ConfigError(f"{origin}: {dotted!r} is not a known key (known in [{parts[0]}]: {', '.join(names)})")
 
 
+def _list_item_class(hint):
+    """The dataclass of a ``list[SomeDataclass]`` field (an array of tables), else None."""
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        if dataclasses.is_dataclass(item):
+            return item
+    return None
+
+
 def _build_dataclass(cls, values: dict[str, Any], origins: dict[str, str], prefix: str):
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         dotted = f"{prefix}{f.name}"
         hint = hints[f.name]
+        item_class = _list_item_class(hint)
         if dataclasses.is_dataclass(hint):
             kwargs[f.name] = _build_dataclass(hint, values, origins, prefix=dotted + ".")
+        elif item_class is not None and dotted in values:
+            kwargs[f.name] = _build_items(item_class, values[dotted], dotted, origins.get(dotted, "config"))
         elif dotted in values:
             origin = origins.get(dotted, "config")
             kwargs[f.name] = _coerce(values[dotted], hint, dotted, origin)
             _check_range(kwargs[f.name], f.metadata, dotted, origin)
     return cls(**kwargs)
+
+
+def _build_items(item_class, items: Any, dotted: str, origin: str) -> list:
+    """An array of tables such as [[lora]]: each entry strict like a section, named ``lora[2].scale``."""
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ConfigError(f"{origin}: {dotted} must be an array of tables ([[{dotted}]] entries), got {items!r}")
+    built = []
+    names = [f.name for f in dataclasses.fields(item_class)]
+    for index, item in enumerate(items):
+        label = f"{dotted}[{index}]"
+        for key in item:
+            if key not in names:
+                raise ConfigError(f"{origin}: {label}.{key} is not a known key (known in [[{dotted}]]: {', '.join(names)})")
+        flat = {f"{label}.{key}": value for key, value in item.items()}
+        missing = [f.name for f in dataclasses.fields(item_class)
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in item]
+        if missing:
+            raise ConfigError(f"{origin}: {label} needs {', '.join(missing)}")
+        built.append(_build_dataclass(item_class, flat, {k: origin for k in flat}, prefix=label + "."))
+    return built
 
 
 def _type_name(hint) -> str:
