@@ -15,12 +15,18 @@ from pathlib import Path
 from .errors import OutputError
 
 
-def ensure_output_dir(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` (and parents) or explain in one sentence why it cannot be used."""
+def check_output_dir(folder: str | os.PathLike) -> Path:
+    """Refuse early (before minutes of model loading) a folder that can never be created."""
     path = Path(folder)
     for parent in [path, *path.parents]:
         if parent.exists() and not parent.is_dir():
             raise OutputError(f"output folder {str(path)!r} cannot be created because {str(parent)!r} is a file; choose another --out")
+    return path
+
+
+def ensure_output_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and parents) or explain in one sentence why it cannot be used."""
+    path = check_output_dir(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

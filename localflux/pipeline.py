@@ -33,6 +33,7 @@ class Result:
     seed: int
     recipe: dict
     path: Path | None = None
+    base_image: object | None = None  # the image before the upscale stage, when there was one
 
 
 @dataclass(frozen=True)
@@ -85,13 +86,17 @@ def generate(config, *, save: bool = True, progress: bool = True, out_dir: str |
     if out_dir is not None:
         config = config_mod.replace(config, **{"output.dir": str(out_dir)})
     the_plan = plan(config)
+    if save:
+        from .output import check_output_dir
+
+        check_output_dir(the_plan.config.output.dir)
+    model = load(the_plan.config)
     _announce(the_plan)
     folder = None
     if save:
         from .output import ensure_output_dir
 
         folder = ensure_output_dir(the_plan.config.output.dir)
-    model = load(the_plan.config)
     from .sampler import warn_if_truncated
 
     warnings = warn_if_truncated(model.pipe, the_plan.request)
@@ -141,8 +146,7 @@ def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings:
             base_image = image
             image, recipe["upscale"] = upscale_stage(image, the_plan.config, model)
             recipe["size"]["output"] = [image.width, image.height]
-            result = Result(image, seed, recipe)
-            result.base_image = base_image  # kept for upscale.keep_original
+            result = Result(image, seed, recipe, base_image=base_image)
         else:
             result = Result(image, seed, recipe)
         results.append(result)
@@ -167,7 +171,8 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
     return {
         "schema_version": SCHEMA_VERSION,
         "localflux_version": versions()["localflux"],
-        "config": config.to_dict(),
+        # where the file is saved is not part of how its pixels are made (and would break byte-identity)
+        "config": {key: value for key, value in config.to_dict().items() if key != "output"},
         "seed": seed,
         "index": index,
         "size": {"width": the_plan.size.width, "height": the_plan.size.height,

@@ -17,8 +17,8 @@ class Replay:
     image: object
     recipe: dict
     path: Path | None
-    max_difference: int | None = None  # levels of 255 (or 65535); None when not verified
-    differing_pixels: int | None = None
+    max_difference: int  # largest per-channel difference from the original file, in levels
+    differing_pixels: int
 
     @property
     def identical(self) -> bool:
@@ -58,7 +58,7 @@ def check_weights(recipe: dict) -> None:
                                        f"with {entry['sha256'][:12]}…; the file changed, restore the original to replay")
 
 
-def replay(image_path: str | Path, *, out_dir: str | Path | None = None, verify: bool = False,
+def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
            device: str | None = None, progress: bool = True) -> Replay:
     from . import pipeline
     from .recipe import read_recipe
@@ -75,14 +75,13 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None, verify:
     seeds = the_plan.seeds
     results = pipeline.render_batch(the_plan, model, seeds, recipe["warnings"], progress=progress)
     result = results[seeds.index(recipe["seed"])]
-    replayed = Replay(result.image, result.recipe, None)
-    if verify:
-        replayed.max_difference, replayed.differing_pixels = compare_images(image_path, result.image)
+    replayed = Replay(result.image, result.recipe, None, *compare_images(image_path, result.image))
     if out_dir is not None:
         from .output import ensure_output_dir
 
         folder = ensure_output_dir(out_dir)
-        result.recipe["index"] = recipe["index"]
+        if replayed.identical:
+            result.recipe = recipe  # the same pixels from the same recipe: the file comes out byte-identical
         replayed.path = pipeline.save_result(result, folder, the_plan.config)
     return replayed
 

@@ -22,7 +22,7 @@ def run(args) -> int:
     from ..replay import replay
 
     out = args.out if args.out or args.verify else "replays"
-    result = replay(args.image, out_dir=out, verify=args.verify, device=args.device, progress=not args.no_progress)
+    result = replay(args.image, out_dir=out, device=args.device, progress=not args.no_progress)
     if result.path is not None:
         print(result.path, flush=True)
     if not args.verify:
