@@ -87,6 +87,10 @@ def describe_source(text: str, base: str | None = None, revision: str | None = N
             raise ModelSourceError(f"single-file checkpoint {text!r} needs model.base (--base): a diffusers FLUX folder "
                                    "or hub id that provides the VAE, text encoders and tokenizers")
         return Source("single_file", text, path, base=describe_source(base, revision=revision, download=download))
+    if path.parent != Path(".") and path.parent.is_dir():
+        # "weights/FLUX.1-dev" where weights/ exists is a folder the user meant, not a hub id
+        raise ModelSourceError(f"model folder {text!r} does not exist; put a diffusers FLUX folder there "
+                               f"(e.g. `hf download black-forest-labs/FLUX.1-dev --local-dir {text}`) or pass a hub id")
     if looks_like_hub_id(text) and not text.startswith((".", "/", "~")):
         return Source("hub", text, _cached_snapshot(text, revision, download=download))
     raise ModelSourceError(f"model {text!r} was not found: it is neither an existing folder or file nor a hub id "

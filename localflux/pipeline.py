@@ -261,8 +261,11 @@ def describe(the_plan: Plan) -> str:
 
     c = the_plan.config
     r = the_plan.request
+    where = the_plan.source.kind
+    if where == "hub":
+        where = "hub, in the local cache" if the_plan.source.path else "hub, NOT in the local cache: would download"
     lines = [
-        f"model: {c.model.source} ({the_plan.source.kind}, preset {c.model.preset})",
+        f"model: {c.model.source} ({where}, preset {c.model.preset})",
         f"size: {r.width}x{r.height} ({r.width * r.height / 2**20:.2f} MP)",
         f"steps: {r.steps}, guidance: {r.guidance}, true_cfg: {r.true_cfg}, max_sequence_length: {r.max_sequence_length}",
         f"seeds: {', '.join(str(s) for s in the_plan.seeds[:8])}{' ...' if len(the_plan.seeds) > 8 else ''}"
