@@ -255,6 +255,19 @@ def _absolute_paths(config: Config) -> Config:
     return config_mod.replace(config, **changes) if changes else config
 
 
+def scheduler_config(source: Source, preset: str) -> dict:
+    """The model's own scheduler config when it is on disk, else the published one for its preset."""
+    import json
+    from importlib import resources
+
+    root = source.base.path if source.kind == "single_file" and source.base else source.path
+    if root is not None and (root / "scheduler" / "scheduler_config.json").is_file():
+        return json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    name = "FLUX.1-dev" if preset == "dev" else "FLUX.1-schnell"
+    return json.loads(resources.files("localflux").joinpath("flux_configs", name, "scheduler",
+                                                            "scheduler_config.json").read_text())
+
+
 def describe(the_plan: Plan) -> str:
     """Human-readable account of what ``generate`` would do (``--dry-run``)."""
     import json
@@ -276,6 +289,13 @@ def describe(the_plan: Plan) -> str:
     ]
     if r.negative_prompt:
         lines.insert(5, f"negative: {r.negative_prompt} ({'used' if r.true_cfg > 1 else 'unused: true_cfg is 1'})")
+    from .device import resolve_placement
+    from .schedule import flux_sigmas
+
+    placement = resolve_placement(c.model.device, c.model.dtype)
+    lines.append(f"device: {placement.device}, {placement.dtype}")
+    sigmas = flux_sigmas(scheduler_config(the_plan.source, c.model.preset), r.steps, r.width, r.height)
+    lines.append("sigmas: " + ", ".join(f"{x:.4f}" for x in sigmas[:10]) + (" ..." if len(sigmas) > 10 else ""))
     if c.upscale.enabled:
         lines.append(f"upscale: {c.upscale.model} x{c.upscale.scale} (tile {c.upscale.tile or 'auto'})")
     lines.append("resolved config:")

@@ -15,7 +15,6 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from . import schedule
 from .presets import CLIP_MAX_TOKENS
 
 log = logging.getLogger(__name__)
@@ -94,8 +93,3 @@ def render(pipe, request: RenderRequest, seeds: list[int], *, progress: bool = T
         )
     sigmas = [float(s) for s in pipe.scheduler.sigmas[:-1].tolist()]  # the last entry is the terminal 0
     return output.images, sigmas
-
-
-def expected_sigmas(scheduler_config: dict, request: RenderRequest) -> list[float]:
-    """The sigmas diffusers will use for ``request`` (shown by ``--dry-run``)."""
-    return schedule.flux_sigmas(scheduler_config, request.steps, request.width, request.height)

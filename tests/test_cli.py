@@ -100,3 +100,14 @@ def test_empty_prompt_is_refused(run_cli):
 def test_doctor_runs(run_cli):
     code, out, err = run_cli("doctor")
     assert code == 0 and "default device" in out and "cpu" in out and "hugging face cache" in out
+
+
+def test_dry_run_shows_device_and_the_shifted_schedule(run_cli, tiny_folders):
+    code, out, err = run_cli("generate", "--model", tiny_folders["dev"], "--prompt", "x", "--steps", "4",
+                             "--width", "64", "--height", "64", "--dry-run")
+    assert code == 0 and "device: cpu, float32" in out
+    # dev's schedule is shifted by image token count (diffusers' default shift parameters)
+    from localflux.schedule import flux_sigmas
+
+    expected = flux_sigmas({"use_dynamic_shifting": True}, 4, 64, 64)
+    assert "sigmas: " + ", ".join(f"{x:.4f}" for x in expected) in out
