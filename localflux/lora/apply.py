@@ -223,6 +223,11 @@ def _load(pipe, source, adapter: str) -> None:
 
 def convert(lora: LoraFile, tensors: dict | None = None):
     """diffusers' conversion of a LoRA file (or of ``tensors`` with its keys) to its own key layout."""
+    return convert_full(lora, tensors)[0]
+
+
+def convert_full(lora: LoraFile, tensors: dict | None = None):
+    """``(state_dict, network_alphas, metadata)`` as diffusers' ``lora_state_dict`` returns them."""
     from diffusers import FluxPipeline
 
     if tensors is None and lora.is_safetensors:
@@ -230,8 +235,7 @@ def convert(lora: LoraFile, tensors: dict | None = None):
     else:
         source = dict(tensors if tensors is not None else lora.tensors)
     try:
-        state_dict, _alphas, _metadata = FluxPipeline.lora_state_dict(source, return_alphas=True,
-                                                                      return_lora_metadata=True)
+        return FluxPipeline.lora_state_dict(source, return_alphas=True, return_lora_metadata=True)
     except AssertionError:
         # diffusers' kohya converter asserts FLUX.1's real layer sizes (3072/12288) for single-block linear1
         raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: its layer sizes are not those diffusers' "
@@ -240,7 +244,6 @@ def convert(lora: LoraFile, tensors: dict | None = None):
     except (ValueError, KeyError, NotImplementedError, IndexError, RuntimeError) as exc:
         raise LoraError(f"LoRA {str(lora.path)!r} is not a FLUX.1 LoRA diffusers can read "
                         f"({_first_line(exc) or exc.__class__.__name__}); it is for another model") from None
-    return state_dict
 
 
 def trace_sources(lora: LoraFile) -> dict[str, frozenset[str]]:
