@@ -183,9 +183,18 @@ def load_one(pipe, entry, adapter: str, sha256: str) -> AppliedLora:
     refuse_unsupported(lora)
     name = entry.name or lora.path.name
     converted = convert(lora)
-    _check_fits(pipe, converted, lora)
     trace = trace_sources(lora)
-    source = str(lora.path) if lora.is_safetensors else dict(lora.tensors)
+    orphans = _unprefixed_transformer_keys(pipe, converted)
+    if orphans:
+        # diffusers 0.42's kohya converter names the non-block layers (img_in, txt_in, time_in, vector_in,
+        # guidance_in, final_layer) without the "transformer." prefix, so load_lora_weights silently drops
+        # them. Its own converted dict, with the prefix added, loads them like every other layer.
+        converted = {("transformer." + k if k in orphans else k): v for k, v in converted.items()}
+        trace = {("transformer." + k if k in orphans else k): v for k, v in trace.items()}
+        source = dict(converted)
+    else:
+        source = str(lora.path) if lora.is_safetensors else dict(lora.tensors)
+    _check_fits(pipe, converted, lora)
     try:
         _load(pipe, source, adapter)
     except LoraError as exc:
@@ -347,6 +356,16 @@ def _check_fits(pipe, converted: dict, lora: LoraFile) -> None:
         if size != expected:
             raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: {module_of(rest)} has "
                             f"{expected} features but the LoRA has {size}; it was made for another base model")
+
+
+def _unprefixed_transformer_keys(pipe, converted: dict) -> set[str]:
+    keys = set()
+    for key in converted:
+        if key.partition(".")[0] in _COMPONENTS or not is_weight_key(key):
+            continue
+        if _find_module(pipe.transformer, module_of(key)) is not None:
+            keys.add(key)
+    return keys
 
 
 def _find_module(component, name: str):

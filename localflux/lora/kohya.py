@@ -54,7 +54,7 @@ _GLOBAL = {
     "norm_out.linear": "final_layer_adaLN_modulation_1",
     "proj_out": "final_layer_linear",
 }
-_FOLDED = ("final_layer_adaLN_modulation_1", "final_layer_linear")  # diffusers ignores alphas there
+_FOLDED = ("unet_final_layer_adaLN_modulation_1", "unet_final_layer_linear")  # diffusers ignores alphas there
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<side>[AB])(?:\.[\w-]+)?\.weight$")
 
 
@@ -109,7 +109,7 @@ def to_kohya_state_dict(state_dict: Mapping, *, alpha: float | Mapping[str, floa
             kohya_alpha = float(rank)
         else:
             kohya_alpha = next(iter(scales.values())) * rank
-        if name == "final_layer_adaLN_modulation_1":
+        if name == "unet_final_layer_adaLN_modulation_1":
             shift, scale = up.chunk(2, dim=0)
             up = torch.cat([scale, shift], dim=0)  # undo diffusers' swap_scale_shift
         out[f"lora_{name}.lora_down.weight"] = down.contiguous()
