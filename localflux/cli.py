@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "generate",
     "replay",
     "doctor",
+    "lora",
+    "sweep",
 ]
 
 

@@ -100,6 +100,23 @@ class UpscaleConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """One ``[[lora]]`` entry: a LoRA file applied with an exact scale (negative allowed)."""
+
+    path: str  # .safetensors (or .pt/.ckpt, read with torch.load(weights_only=True)); relative to the config file
+    scale: float = field(default=1.0, metadata=_range(-100.0, 100.0))
+    name: str | None = None  # shown in reports and recipes (default: the file name)
+    strict: bool = True  # false: allow a LoRA of which only part applies (the recipe says so)
+
+
+@dataclass(frozen=True)
+class LoraOptionsConfig:
+    # auto: merge into the weights when scales are fixed for the run, separate adapters when they vary
+    # (sweeps) or when the base is compiled, quantized or fp8-stored; fused / unfused force one
+    fuse: Literal["auto", "fused", "unfused"] = "auto"
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -108,6 +125,8 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
+    lora: list[LoraConfig] = field(default_factory=list)  # [[lora]] entries, applied in order
+    lora_options: LoraOptionsConfig = field(default_factory=LoraOptionsConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -383,6 +402,10 @@ def looks_like_hub_id(text: str) -> bool:
 
 def _resolve_path_value(key: str, value: Any, base_dir: Path) -> Any:
     """Make a config file's relative paths relative to the file; hub ids and names stay as written."""
+    if key == "lora" and isinstance(value, list):  # [[lora]] paths are relative to the config file too
+        return [dict(item, path=str((base_dir / Path(item["path"]).expanduser()).resolve()))
+                if isinstance(item, dict) and isinstance(item.get("path"), str) and item["path"] else item
+                for item in value]
     if not isinstance(value, str) or not value:
         return value
     if key == "model.source":

@@ -54,6 +54,7 @@ class LoadedModel:
     offload: str
     files: list[Path] = field(default_factory=list)  # every file whose bytes feed the pixels
     fingerprint: str | None = None  # tiny: sha256 of its in-memory weights
+    lora_state: object = None  # lora.apply.LoraState: the LoRAs now in the pipe (None: clean base weights)
 
 
 _PIPELINES: dict[tuple, LoadedModel] = {}
@@ -176,6 +177,13 @@ def load_model(model: ModelConfig, placement: Placement, offload: str = "none") 
 
 def clear_cache() -> None:
     _PIPELINES.clear()
+
+
+def discard(model: LoadedModel) -> None:
+    """Forget a cached pipeline whose weights were changed (fused LoRAs): the next load reads it afresh."""
+    for key, cached in list(_PIPELINES.items()):
+        if cached is model:
+            del _PIPELINES[key]
 
 
 def _load(source: Source, placement: Placement, preset: str) -> LoadedModel:

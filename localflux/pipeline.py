@@ -92,6 +92,7 @@ def generate(config, *, save: bool = True, progress: bool = True, out_dir: str |
         check_output_dir(the_plan.config.output.dir)
     model = load(the_plan.config)
     _announce(the_plan)
+    _announce_loras(model)
     folder = None
     if save:
         from .output import ensure_output_dir
@@ -129,7 +130,13 @@ def load(config: Config) -> LoadedModel:
     from .device import resolve_placement
 
     placement = resolve_placement(config.model.device, config.model.dtype)
-    return load_model(config.model, placement, offload=config.memory.offload)
+    model = load_model(config.model, placement, offload=config.memory.offload)
+    if config.lora or model.lora_state is not None:  # the LoRA stage; also cleans LoRAs a previous render left
+        from .lora import apply_loras
+
+        model = apply_loras(model, config.lora, config.lora_options.fuse,
+                            reload=lambda: load_model(config.model, placement, offload=config.memory.offload))
+    return model
 
 
 def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings: list[str], *, progress: bool = True) -> list[Result]:
@@ -195,6 +202,7 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
         },
         "warnings": list(warnings),
         "upscale": None,
+        "loras": model.lora_state.records() if model.lora_state is not None else [],
     }
 
 
@@ -243,6 +251,13 @@ def _announce(the_plan: Plan) -> None:
               f"(asked for {req[0]:g}x{req[1]:g}; sides are multiples of 16)", file=sys.stderr)
 
 
+def _announce_loras(model: LoadedModel) -> None:
+    state = model.lora_state
+    for lora in state.loras if state is not None else []:
+        print(f"localflux: LoRA {lora.name} x{lora.scale:g} ({lora.format}, {state.mode}): {lora.summary()}",
+              file=sys.stderr)
+
+
 def _absolute_paths(config: Config) -> Config:
     """Paths the user gave relative to the working directory become absolute, so recipes replay anywhere."""
     changes = {}
@@ -252,6 +267,9 @@ def _absolute_paths(config: Config) -> Config:
             absolute = str(Path(value).expanduser().resolve())
             if absolute != value:
                 changes[key] = absolute
+    loras = [dict(dataclasses.asdict(e), path=str(Path(e.path).expanduser().resolve())) for e in config.lora]
+    if loras != [dataclasses.asdict(e) for e in config.lora]:
+        changes["lora"] = loras  # recipes find LoRAs by absolute path
     return config_mod.replace(config, **changes) if changes else config
 
 
@@ -296,6 +314,9 @@ def describe(the_plan: Plan) -> str:
     lines.append(f"device: {placement.device}, {placement.dtype}")
     sigmas = flux_sigmas(scheduler_config(the_plan.source, c.model.preset), r.steps, r.width, r.height)
     lines.append("sigmas: " + ", ".join(f"{x:.4f}" for x in sigmas[:10]) + (" ..." if len(sigmas) > 10 else ""))
+    for entry in c.lora:
+        lines.append(f"lora: {entry.path} x{entry.scale:g}{'' if entry.strict else ' (strict = false)'}"
+                     f" (fuse {c.lora_options.fuse})")
     if c.upscale.enabled:
         lines.append(f"upscale: {c.upscale.model} x{c.upscale.scale} (tile {c.upscale.tile or 'auto'})")
     lines.append("resolved config:")

@@ -41,6 +41,8 @@ def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
         "model.device": device or recipe["device"],
         "model.dtype": recipe["dtype"],
     }
+    if recipe.get("loras"):  # replay with the recorded fuse mode (fused and unfused differ by rounding)
+        overrides["lora_options.fuse"] = recipe["loras"][0]["fuse"]
     return config_mod.replace(config_mod.config_from_dict(data, origin="recipe"), **overrides)
 
 
@@ -56,6 +58,14 @@ def check_weights(recipe: dict) -> None:
         if digest != entry["sha256"]:
             raise WeightsMismatchError(f"weight file {str(path)!r} has sha256 {digest[:12]}… but the image was rendered "
                                        f"with {entry['sha256'][:12]}…; the file changed, restore the original to replay")
+    for entry in recipe.get("loras") or []:  # recipes before LoRA support have no "loras" key
+        path = Path(entry["path"])
+        if not path.is_file():
+            raise WeightsMismatchError(f"LoRA {str(path)!r} used by this image is missing; restore it to replay")
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise WeightsMismatchError(f"LoRA {str(path)!r} has sha256 {digest[:12]}… but the image was rendered with "
+                                       f"{entry['sha256'][:12]}…; the LoRA file changed, restore the original to replay")
 
 
 def replay(image_path: str | Path, *, out_dir: str | Path | None = None,

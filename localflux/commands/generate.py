@@ -25,6 +25,7 @@ FLAG_KEYS = {
     "aspect": "size.aspect",
     "out": "output.dir",
     "offload": "memory.offload",
+    "lora_fuse": "lora_options.fuse",
 }
 
 
@@ -50,6 +51,11 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aspect", metavar="W:H", help="aspect ratio with --megapixels, e.g. 3:4 or 16:9")
     parser.add_argument("--offload", choices=["none", "model"], help="model CPU offload for smaller GPUs")
     parser.add_argument("--out", "-o", metavar="DIR", help="output folder (default renders/)")
+    parser.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
+                        help="apply a LoRA at SCALE (default 1, negative allowed); repeat to stack; "
+                             "replaces the config file's [[lora]] entries")
+    parser.add_argument("--lora-fuse", choices=["auto", "fused", "unfused"],
+                        help="merge LoRAs into the weights or keep separate adapters (default auto)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set sampling.steps=8 (repeatable; wins over everything)")
 
@@ -68,7 +74,24 @@ def config_from_args(args):
     from ..config import load_config
 
     flags = {key: getattr(args, name) for name, key in FLAG_KEYS.items()}
+    if getattr(args, "lora", None):
+        flags["lora"] = [parse_lora_option(text) for text in args.lora]
     return load_config(args.config, flags=flags, sets=args.sets)
+
+
+def parse_lora_option(text: str) -> dict:
+    """``PATH[:SCALE]``: the last ``:`` followed by a number is the scale (``a:b.safetensors:-0.5``)."""
+    from ..config import ConfigError
+
+    path, sep, tail = text.rpartition(":")
+    if sep and path:
+        try:
+            return {"path": path, "scale": float(tail)}
+        except ValueError:
+            pass  # a colon inside the path (C:\loras\x.safetensors), no scale
+    if not text:
+        raise ConfigError("--lora needs a path, e.g. --lora loras/anna.safetensors:0.9")
+    return {"path": text, "scale": 1.0}
 
 
 def run(args) -> int:

@@ -1,0 +1,172 @@
+"""Reading LoRA files safely, naming their format, and refusing the kinds that would load wrongly.
+
+Only tensors are read: ``.safetensors`` through safetensors, ``.pt``/``.ckpt``/``.pth``/``.bin``
+through ``torch.load(weights_only=True)`` (which refuses pickled code). Format names mirror the
+order in which diffusers' ``FluxLoraLoaderMixin.lora_state_dict`` picks its converter, so the name
+shown is the converter that will run; the conversion itself is always diffusers'.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LoraError
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".pt", ".ckpt", ".pth", ".bin")
+
+# Weight tensors of a plain LoRA pair, in every key style diffusers reads.
+_WEIGHT_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".lora_A.weight", ".lora_B.weight", ".lora_B.bias",
+                    ".down.weight", ".up.weight")
+_TEXT_ENCODER_PREFIXES = ("lora_te", "text_encoder", "text_encoders.", "lora_te1_", "lora_te2_")
+# Adapter kinds that diffusers' FLUX loader does not apply correctly (it drops DoRA magnitudes with only a
+# warning): refusing them is the only way not to render a silently wrong image.
+_UNSUPPORTED = (
+    (re.compile(r"dora_scale|lora_magnitude_vector"), "DoRA"),
+    (re.compile(r"\.lokr_w|lokr_t"), "LoKr (LyCORIS)"),
+    (re.compile(r"\.hada_w|hada_t"), "LoHa (LyCORIS)"),
+    (re.compile(r"\.oft_|oft_blocks|\.boft_"), "OFT (LyCORIS)"),
+    (re.compile(r"\.lora_mid\."), "LoCon/Tucker (LyCORIS)"),
+    (re.compile(r"\.a1\.weight|\.b1\.weight"), "GLoRA (LyCORIS)"),
+)
+
+
+@dataclass
+class LoraFile:
+    path: Path
+    tensors: dict  # key -> torch.Tensor, exactly as stored
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_safetensors(self) -> bool:
+        return self.path.suffix.lower() in SAFETENSORS_SUFFIXES
+
+
+def read_lora(path: str | Path) -> LoraFile:
+    """Every tensor and the text metadata of a LoRA file, or a ``LoraError`` naming the file."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise LoraError(f"LoRA file {str(path)!r} does not exist; check the path (config paths are relative to the config file)")
+    if not path.is_file():
+        raise LoraError(f"LoRA {str(path)!r} is a folder; pass the .safetensors file inside it")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        tensors, metadata = _read_safetensors(path)
+    elif suffix in PICKLE_SUFFIXES:
+        tensors, metadata = _read_pickle(path), {}
+    else:
+        raise LoraError(f"LoRA {str(path)!r} is not a .safetensors (or .pt/.ckpt) file; convert it to .safetensors")
+    if not tensors:
+        raise LoraError(f"LoRA file {str(path)!r} holds no tensors; re-download it")
+    return LoraFile(path, tensors, metadata)
+
+
+def _read_safetensors(path: Path):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # safetensors raises several types for truncated or corrupt files
+        raise LoraError(f"LoRA file {str(path)!r} is not a readable .safetensors file "
+                        f"({str(exc).splitlines()[0][:120]}); re-download it") from None
+    return tensors, metadata
+
+
+def _read_pickle(path: Path) -> dict:
+    import pickle
+
+    import torch
+
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise LoraError(f"LoRA file {str(path)!r} contains pickled code that a safe loader refuses; "
+                        "use a .safetensors version of it") from None
+    except Exception as exc:  # truncated zip, not a torch file, ...
+        raise LoraError(f"LoRA file {str(path)!r} is not a readable PyTorch file ({exc.__class__.__name__}); "
+                        "re-download it or use a .safetensors version") from None
+    if isinstance(data, dict) and set(data) == {"state_dict"} and isinstance(data["state_dict"], dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise LoraError(f"LoRA file {str(path)!r} is not a flat dictionary of tensors; use a .safetensors LoRA")
+    return data
+
+
+def refuse_unsupported(lora: LoraFile) -> None:
+    """Raise for adapter kinds that are not plain LoRA (DoRA, LoKr, LoHa, OFT, ...)."""
+    for pattern, kind in _UNSUPPORTED:
+        hit = next((key for key in lora.tensors if pattern.search(key)), None)
+        if hit is not None:
+            raise LoraError(f"{str(lora.path)!r} is a {kind} file (key {hit!r}); localflux applies plain LoRAs only, "
+                            f"because diffusers would load it partly and render a wrong image")
+    config = peft_metadata(lora.metadata)
+    if config.get("use_dora"):
+        raise LoraError(f"{str(lora.path)!r} is a DoRA file (use_dora in its metadata); localflux applies plain LoRAs only")
+
+
+def peft_metadata(metadata: dict[str, str]) -> dict:
+    """The PEFT LoraConfig that diffusers' ``save_lora_weights`` stores in the metadata (prefix stripped)."""
+    text = metadata.get("lora_adapter_metadata")
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return {key.split(".", 1)[1]: value for key, value in data.items() if key.startswith("transformer.")}
+
+
+def is_weight_key(key: str) -> bool:
+    return key.endswith(_WEIGHT_SUFFIXES) and ("lora" in key or "processor" in key)
+
+
+def is_alpha_key(key: str) -> bool:
+    return key.endswith(".alpha")
+
+
+def is_text_encoder_key(key: str) -> bool:
+    return key.startswith(_TEXT_ENCODER_PREFIXES)
+
+
+def module_of(key: str) -> str:
+    """The LoRA module a weight or alpha key belongs to (``…attn.to_q`` for ``…attn.to_q.lora_A.weight``)."""
+    for suffix in (".alpha", *_WEIGHT_SUFFIXES):
+        if key.endswith(suffix):
+            module = key[: -len(suffix)]
+            for tail in (".lora_linear_layer", ".lora"):
+                module = module.removesuffix(tail)
+            return module
+    return key
+
+
+def detect_format(lora: LoraFile) -> str:
+    """A name for the file's layout, in the order diffusers chooses its FLUX converter."""
+    keys = list(lora.tensors)
+    if any(".lora_down.weight" in k for k in keys):
+        if any(k.startswith("lora_transformer_") for k in keys):
+            return "kohya (diffusers module names)"
+        if any(k.startswith("diffusion_model.") for k in keys):
+            return "comfyui (kohya lora_down/lora_up)"
+        if any(k.startswith("transformer.") for k in keys):
+            return "diffusers (kohya lora_down/lora_up names)"
+        return "kohya (BFL keys)"
+    if any("processor" in k for k in keys):
+        return "xlabs"
+    if any("query_norm.scale" in k for k in keys):
+        return "bfl-control"
+    if any("base_model" in k for k in keys):
+        return "fal-kontext"
+    software = lora.metadata.get("software", "") + lora.metadata.get("ss_training_comment", "")
+    alphas = any(is_alpha_key(k) for k in keys)
+    if "ai-toolkit" in software or "ai_toolkit" in software:
+        return "ai-toolkit" + (" (with alphas)" if alphas else "")
+    if any(k.startswith("diffusion_model.") for k in keys):
+        return "comfyui (lora_A/lora_B)"
+    if "lora_adapter_metadata" in lora.metadata:
+        return "diffusers (PEFT metadata)"
+    return "diffusers/PEFT" + (" with alphas" if alphas else " (no alphas)")
