@@ -132,24 +132,32 @@ def with_value(config: Config, key: str, value: Any) -> Config:
 # ---------------------------------------------------------------- rendering
 
 
-def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str | Path | None = None,
-              cell_size: int = 256, save: bool = True, progress: bool = True) -> Sweep:
-    """Render ``seeds`` x ``values`` of ``key``; save each cell (with recipe) and the contact sheet."""
+def plan_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str | Path | None = None) -> list:
+    """Every cell's plan as (row, column, seed, value, Plan), checked before anything renders."""
     from . import pipeline
-    from .sampler import warn_if_truncated
 
     config = pipeline.coerce_config(config)
     if out_dir is not None:
         config = config_mod.replace(config, **{"output.dir": str(out_dir)})
     if key.startswith("lora") and config.lora_options.fuse == "auto":
         config = config_mod.replace(config, **{"lora_options.fuse": "unfused"})  # scales change between cells
-    plans = []  # check every cell's config before rendering anything
+    plans = []
     for column, value in enumerate(values):
         varied = with_value(config, key, value)
         for row, seed in enumerate(seeds):
             cell_config = config_mod.replace(varied, **{"sampling.seed": seed, "sampling.count": 1,
                                                         "sampling.batch_size": 1})
             plans.append((row, column, seed, value, pipeline.plan(cell_config)))
+    return plans
+
+
+def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str | Path | None = None,
+              cell_size: int = 256, save: bool = True, progress: bool = True) -> Sweep:
+    """Render ``seeds`` x ``values`` of ``key``; save each cell (with recipe) and the contact sheet."""
+    from . import pipeline
+    from .sampler import warn_if_truncated
+
+    plans = plan_sweep(config, seeds, key, values, out_dir=out_dir)
     folder = None
     if save:
         from .output import ensure_output_dir

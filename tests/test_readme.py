@@ -34,8 +34,13 @@ def makefile_demo_commands() -> list[list[str]]:
 
 @pytest.fixture
 def workspace(tmp_path, tiny_folders):
+    from lora_files import write_diffusers, write_kohya_file
+
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     shutil.copytree(tiny_folders["dev"], tmp_path / "weights" / "FLUX.1-dev")
+    (tmp_path / "loras").mkdir()
+    write_diffusers(tmp_path / "loras" / "anna.safetensors", metadata_alpha=4)
+    write_kohya_file(tmp_path / "loras" / "film.safetensors")
     return tmp_path
 
 
@@ -48,7 +53,7 @@ def test_readme_has_the_documented_examples():
 
 def test_every_readme_example_runs(workspace, run_cli):
     for args in makefile_demo_commands() + readme_commands():
-        needs_weights = args[0] == "generate" and any(m in " ".join(args) for m in REAL_WEIGHT_MARKERS)
+        needs_weights = args[0] in ("generate", "sweep") and any(m in " ".join(args) for m in REAL_WEIGHT_MARKERS)
         if needs_weights:
             args = args + ["--dry-run"]
         code, out, err = run_cli(*args, cwd=workspace)
@@ -56,6 +61,7 @@ def test_every_readme_example_runs(workspace, run_cli):
         if args[0] == "generate" and "--dry-run" not in args:
             assert out.strip() and all((workspace / line).is_file() for line in out.split()), out
     assert (workspace / "renders" / "demo" / "0001-s42.png").is_file()
+    assert (workspace / "out.safetensors").is_file()  # lora convert ran for real
 
 
 def test_readme_python_example_runs(workspace, monkeypatch, capsys):

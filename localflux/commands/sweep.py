@@ -18,6 +18,7 @@ def add_parser(subparsers) -> None:
                              "prompt.lighting=window,rim or lora[0].scale=0,0.5,1; "
                              "values with commas: KEY='[\"a, b\", \"c\"]'")
     parser.add_argument("--cell", type=int, default=256, metavar="PX", help="longest side of a cell on the sheet")
+    parser.add_argument("--dry-run", action="store_true", help="print the grid and the first cell's plan; render nothing")
     parser.add_argument("--no-progress", action="store_true", help="hide progress lines")
     parser.set_defaults(func=run)
 
@@ -32,6 +33,16 @@ def run(args) -> int:
         from ..errors import ConfigError
 
         raise ConfigError(f"--cell {args.cell} must be between 16 and 4096 pixels")
+    if args.dry_run:
+        from ..pipeline import describe
+        from ..sweep import plan_sweep
+
+        plans = plan_sweep(config_from_args(args), seeds, key, values)
+        print(f"sweep: {len(seeds)} seed(s) x {len(values)} value(s) of {key} = {len(plans)} cells")
+        print(f"rows (seeds): {', '.join(map(str, seeds))}")
+        print(f"columns ({key}): {', '.join(map(str, values))}")
+        print(describe(plans[0][4]))
+        return 0
     sweep = run_sweep(config_from_args(args), seeds, key, values, cell_size=args.cell, progress=not args.no_progress)
     for cell in sweep.cells:
         print(cell.path, flush=True)
