@@ -19,14 +19,27 @@ from .errors import LocalFluxError
 COMMAND_MODULES = [
     "generate",
     "replay",
+    "batch",
     "doctor",
 ]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags end like every other user error: one line on stderr, exit 2 (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"localflux: error: {self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text: str) -> str:
+    """Messages are one line whatever the exception text holds (paths or library errors with newlines)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="localflux",
         description="Run FLUX.1 [schnell] and [dev] locally: config-driven, seed-locked, replayable renders.",
     )
@@ -55,11 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LocalFluxError as exc:
-        print(f"localflux: error: {exc}", file=sys.stderr)
+        print(f"localflux: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("localflux: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout was closed early (`localflux batch ... | head`): stop quietly like other CLI tools.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
 
 
 def _quiet_libraries() -> None:

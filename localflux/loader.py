@@ -234,6 +234,13 @@ def _transformer_config_root(source: Source, preset: str) -> Path:
     return Path(str(resources.files("localflux").joinpath("flux_configs", name)))
 
 
+def source_files(source: Source) -> list[Path]:
+    """The files whose bytes feed the pixels (``LoadedModel.files``), known before loading; none for tiny."""
+    if source.kind == "single_file":
+        return [source.path] + _component_files(source.base.path, exclude=("transformer",))
+    return [] if source.kind == "tiny" else _component_files(source.path)
+
+
 def _component_files(root: Path | None, exclude: tuple[str, ...] = ()) -> list[Path]:
     if root is None:
         return []
