@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import warnings as warnings_mod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,7 +264,9 @@ def _render(item: Item, the_plan, low_memory: str | None):
 
     model = pipeline.load(the_plan.config)
     warnings = warn_if_truncated(model.pipe, the_plan.request)
-    with _NanWatch(model.pipe, inject=faults.nan_output(item.index)) as watch:
+    with _NanWatch(model.pipe, inject=faults.nan_output(item.index)) as watch, warnings_mod.catch_warnings():
+        # NaN pixels are reported below as the item's failure; numpy's cast warning would only repeat it.
+        warnings_mod.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
         result = pipeline.render_batch(the_plan, model, the_plan.seeds, warnings, progress=False)[0]
     if watch.found:
         raise RenderFailure("the decoded image contains NaN (not-a-number) values; try --dtype float32 or "
