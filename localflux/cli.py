@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         _quiet_libraries()
+    if getattr(args, "no_progress", False):
+        _hide_library_progress_bars()
     try:
         return int(args.func(args) or 0)
     except LocalFluxError as exc:
@@ -80,6 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 1
+
+
+def _hide_library_progress_bars() -> None:
+    # --no-progress also means the loaders' own bars ("Loading pipeline components", "Loading weights").
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 def _quiet_libraries() -> None:

@@ -205,7 +205,8 @@ def _from_pretrained(source: Source, placement: Placement, **components):
     try:
         return FluxPipeline.from_pretrained(str(source.path), dtype=placement.torch_dtype, **components)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelSourceError(f"could not load the FLUX model in {str(source.path)!r}: {exc}".split("\n")[0]) from None
+        raise ModelSourceError(f"could not load the FLUX model in {str(source.path)!r}: {exc}".split("\n")[0].rstrip(". ")
+                               + "; a file may be truncated or corrupt: download the model again") from None
 
 
 def _load_single_file_transformer(source: Source, placement: Placement, preset: str):
