@@ -352,3 +352,9 @@ def test_a_foreign_file_where_an_item_goes_is_never_overwritten(tmp_path, run_cl
     code, out, err = run_cli("batch", job, "--no-progress")
     assert code == 2 and first.filename in err and "is not item 1" in err
     assert (tmp_path / "out" / first.filename).read_bytes() == before
+
+
+def test_shipped_demo_job_expands():
+    demo = load_job(REPO / "jobs" / "demo.toml")
+    assert len(demo.items) == 12 and demo.folder == (REPO / "renders" / "demo-batch").resolve()
+    assert demo.items[3].plan.size.width == 192 and "Portra 400" in demo.items[0].plan.request.t5_prompt
