@@ -19,16 +19,29 @@ from .errors import LocalFluxError
 COMMAND_MODULES = [
     "generate",
     "replay",
+    "batch",
     "doctor",
     "lora",
     "sweep",
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags end like every other user error: one line on stderr, exit 2 (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"localflux: error: {self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text: str) -> str:
+    """Messages are one line whatever the exception text holds (paths or library errors with newlines)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="localflux",
         description="Run FLUX.1 [schnell] and [dev] locally: config-driven, seed-locked, replayable renders.",
     )
@@ -54,17 +67,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         _quiet_libraries()
+    if getattr(args, "no_progress", False):
+        _hide_library_progress_bars()
     try:
         return int(args.func(args) or 0)
     except LocalFluxError as exc:
-        print(f"localflux: error: {exc}", file=sys.stderr)
+        print(f"localflux: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("localflux: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `localflux ... | head`: the reader left; not an error worth a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:
+        # stdout was closed early (`localflux batch ... | head`): stop quietly like other CLI tools.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+
+
+def _hide_library_progress_bars() -> None:
+    # --no-progress also means the loaders' own bars ("Loading pipeline components", "Loading weights").
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 def _quiet_libraries() -> None:

@@ -179,8 +179,11 @@ class Layers:
         for key, value in _flatten(data, origin=str(path)):
             self.set(key, _resolve_path_value(key, value, base_dir), origin=str(path))
 
-    def add_dict(self, data: dict, origin: str = "config dict") -> None:
+    def add_dict(self, data: dict, origin: str = "config dict", base_dir: Path | None = None) -> None:
+        """Like ``add_file`` for data already read; with ``base_dir``, relative paths are resolved against it."""
         for key, value in _flatten(data, origin=origin):
+            if base_dir is not None:
+                value = _resolve_path_value(key, value, base_dir)
             self.set(key, value, origin=origin)
 
     def set(self, key: str, value: Any, origin: str) -> None:

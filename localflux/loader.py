@@ -217,7 +217,8 @@ def _from_pretrained(source: Source, placement: Placement, **components):
     try:
         return FluxPipeline.from_pretrained(str(source.path), dtype=placement.torch_dtype, **components)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelSourceError(f"could not load the FLUX model in {str(source.path)!r}: {exc}".split("\n")[0]) from None
+        raise ModelSourceError(f"could not load the FLUX model in {str(source.path)!r}: {exc}".split("\n")[0].rstrip(". ")
+                               + "; a file may be truncated or corrupt: download the model again") from None
 
 
 def _load_single_file_transformer(source: Source, placement: Placement, preset: str):
@@ -244,6 +245,13 @@ def _transformer_config_root(source: Source, preset: str) -> Path:
         return base
     name = "FLUX.1-dev" if preset == "dev" else "FLUX.1-schnell"
     return Path(str(resources.files("localflux").joinpath("flux_configs", name)))
+
+
+def source_files(source: Source) -> list[Path]:
+    """The files whose bytes feed the pixels (``LoadedModel.files``), known before loading; none for tiny."""
+    if source.kind == "single_file":
+        return [source.path] + _component_files(source.base.path, exclude=("transformer",))
+    return [] if source.kind == "tiny" else _component_files(source.path)
 
 
 def _component_files(root: Path | None, exclude: tuple[str, ...] = ()) -> list[Path]:

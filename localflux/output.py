@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from . import faults
 from .errors import OutputError
 
 
@@ -52,14 +53,17 @@ def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> P
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
+            faults.disk_full(path)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        faults.point("after_temp_write")
         if overwrite:
             os.replace(tmp_name, path)
         else:
             # link() fails if the target exists, so a file that appeared meanwhile is never clobbered.
             os.link(tmp_name, path)
+            faults.point("after_rename")
             os.unlink(tmp_name)
     except FileExistsError as exc:
         _remove_quietly(tmp_name)
@@ -71,6 +75,11 @@ def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> P
         raise OutputError(f"cannot write {str(path)!r}: {exc.strerror}") from exc
     _fsync_dir(folder)
     return path
+
+
+def temp_leftovers(folder: Path) -> list[Path]:
+    """Temporary files that an interrupted ``atomic_write_bytes`` left in ``folder`` (its naming below)."""
+    return sorted(p for p in Path(folder).glob(".*.tmp") if p.is_file())
 
 
 def _remove_quietly(name: str) -> None:

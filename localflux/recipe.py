@@ -83,9 +83,12 @@ def save_png(image, path: Path, recipe: dict, *, sidecar: bool = True) -> Path:
     """Write the PNG (and ``.json`` sidecar) atomically; never overwrites."""
     atomic_write_bytes(path, png_bytes(image, recipe))
     if sidecar:
-        text = json.dumps(recipe, sort_keys=True, indent=2) + "\n"
-        atomic_write_bytes(path.with_suffix(".json"), text.encode())
+        atomic_write_bytes(path.with_suffix(".json"), sidecar_bytes(recipe))
     return path
+
+
+def sidecar_bytes(recipe: dict) -> bytes:
+    return (json.dumps(recipe, sort_keys=True, indent=2) + "\n").encode()
 
 
 def read_png_text(path: str | Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import WeightsMismatchError
+from .errors import ConfigError, RecipeError, WeightsMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,14 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     from .recipe import read_recipe
 
     recipe = read_recipe(image_path)
-    check_weights(recipe)
-    config = recipe_config(recipe, device=device)
+    try:
+        check_weights(recipe)
+        config = recipe_config(recipe, device=device)
+    except ConfigError as exc:  # recipe data is only data: a bad value is a damaged file, named as such
+        raise RecipeError(f"the recipe in {str(image_path)!r} has an invalid value ({exc}); the file was altered") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise RecipeError(f"the recipe in {str(image_path)!r} is malformed (bad or missing {exc}); "
+                          "the file was altered") from None
     the_plan = pipeline.plan(config)
     model = pipeline.load(the_plan.config)
     expected_fp = recipe["model"].get("fingerprint")

@@ -1,0 +1,325 @@
+"""Job files: one TOML file -> a deterministic, ordered list of fully validated items.
+
+A job file is an ordinary config file (``[model]``, ``[sampling]``, ``[size]``, ...) plus a
+``[job]`` table::
+
+    [job]
+    config = "../configs/schnell.toml"   # optional base config; this file's sections override it
+    prompts = ["a red fox in snow"]      # and/or
+    prompt_file = "prompts.txt"          # one prompt per line; blank lines and "# ..." skipped
+    seeds = [1, 2, 3]                    # or { start = 100, count = 8 }
+    output = "../renders/catalog"        # default: <output.dir>/<job file name>
+
+    [[job.variants]]                     # optional; every item is prompt x variant x seed
+    name = "wide"
+    size = { width = 1344, height = 768 }  # any config keys, e.g. a LoRA scale
+
+Each prompt becomes ``prompt.subject`` (the config's other prompt parts still apply); each item
+renders one image with its own seed. Items are ordered prompt-major, then variant, then seed.
+
+An item's id is a sha256 of what determines its pixels: the resolved config (without the output
+section and without paths, which are replaced by the sha256 of the files they name), the final
+prompt texts, the seed and the model's file hashes. Tool versions and the machine are not in it,
+so the same job on another machine or after an upgrade still recognises its finished images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import config as config_mod
+from ..errors import ConfigError, LocalFluxError
+
+JOB_KEYS = ("config", "prompts", "prompt_file", "seeds", "output", "variants")
+# Each item is exactly one image with its own seed; these belong to the job, not to a variant.
+ITEM_OWNED_KEYS = ("sampling.seed", "sampling.count", "sampling.batch_size", "output.dir")
+ID_SCHEME = "localflux-batch-item-1"  # bump only if the meaning of an id changes
+SEED_MAX = 2**63 - 1
+SLUG_CHARS = 40
+MAX_LISTED_PROBLEMS = 8
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int  # position in the job, from 0
+    prompt: str
+    seed: int
+    variant: str | None
+    plan: object  # pipeline.Plan: resolved config, size, request
+    item_id: str  # sha256 hex of the pixel-determining inputs
+    filename: str
+
+    @property
+    def label(self) -> str:
+        variant = f", variant {self.variant!r}" if self.variant else ""
+        return f"item {self.index + 1} (seed {self.seed}{variant})"
+
+
+@dataclass(frozen=True)
+class Job:
+    path: Path
+    folder: Path  # the job's output folder (not created here)
+    items: list[Item]
+
+
+def load_job(path: str | Path, *, sets: list[str] | None = None, out: str | Path | None = None) -> Job:
+    """Read, expand and validate a job; raises one ``ConfigError`` listing every bad item."""
+    path = Path(path)
+    data = config_mod.read_toml(path)
+    base_dir = path.resolve().parent
+    job = data.pop("job", None)
+    if not isinstance(job, dict):
+        raise ConfigError(f"job file {str(path)!r} has no [job] table; add one with prompts and seeds (see docs/batch.md)")
+    unknown = [key for key in job if key not in JOB_KEYS]
+    if unknown:
+        raise ConfigError(f"{path}: job.{unknown[0]} is not a known key (known in [job]: {', '.join(JOB_KEYS)})")
+    base = _base_config(path, job, data, base_dir, sets)
+    prompts = _prompts(path, job, base_dir)
+    seeds = _seeds(path, job.get("seeds"))
+    variants = _variants(path, job.get("variants"), base_dir)
+    folder = _folder(path, job, base, out, base_dir)
+    return Job(path, folder, _expand(path, base, prompts, variants, seeds, folder))
+
+
+# ---------------------------------------------------------------- the [job] table
+
+
+def _base_config(path: Path, job: dict, data: dict, base_dir: Path, sets: list[str] | None):
+    layers = config_mod.Layers()
+    if "config" in job:
+        if not isinstance(job["config"], str):
+            raise ConfigError(f"{path}: job.config must be a path to a config file, got {job['config']!r}")
+        layers.add_file(base_dir / job["config"])
+    layers.add_dict(data, origin=str(path), base_dir=base_dir)
+    for option in sets or []:
+        key, value = config_mod.parse_set_option(option)
+        layers.set(key, value, origin=f"--set {option}")
+    return layers.build()
+
+
+def _prompts(path: Path, job: dict, base_dir: Path) -> list[str]:
+    prompts = []
+    inline = job.get("prompts", [])
+    if not isinstance(inline, list) or not all(isinstance(p, str) for p in inline):
+        raise ConfigError(f"{path}: job.prompts must be a list of strings, got {inline!r}")
+    prompts += inline
+    if "prompt_file" in job:
+        if not isinstance(job["prompt_file"], str):
+            raise ConfigError(f"{path}: job.prompt_file must be a path, got {job['prompt_file']!r}")
+        prompts += read_prompt_file(base_dir / job["prompt_file"])
+    for number, prompt in enumerate(prompts, 1):
+        if not prompt.strip():
+            raise ConfigError(f"{path}: prompt {number} is empty; remove it or write a prompt")
+    if not prompts:
+        raise ConfigError(f"{path}: the job has no prompts; set job.prompts or job.prompt_file")
+    return [p.strip() for p in prompts]
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """One prompt per line (UTF-8); blank lines and lines starting with ``#`` are skipped."""
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"prompt file {str(path)!r} {what}; set job.prompt_file to a text file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"prompt file {str(path)!r} is not UTF-8 text (bad byte on line {line}); save it as UTF-8") from None
+    if "\x00" in text:
+        raise ConfigError(f"prompt file {str(path)!r} contains NUL bytes; it is not a text file")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _seeds(path: Path, value) -> list[int]:
+    if value is None:
+        raise ConfigError(f"{path}: job.seeds is missing; give a list such as [1, 2, 3] or {{ start = 1, count = 8 }}")
+    if isinstance(value, dict):
+        extra = [k for k in value if k not in ("start", "count")]
+        start, count = value.get("start"), value.get("count")
+        if extra or not _is_int(start) or not _is_int(count) or not 1 <= count <= 100000:
+            raise ConfigError(f"{path}: job.seeds as a table must be {{ start = INT, count = 1..100000 }}, got {value!r}")
+        seeds = list(range(start, start + count))
+    elif isinstance(value, list) and value and all(_is_int(s) for s in value):
+        seeds = list(value)
+    else:
+        raise ConfigError(f"{path}: job.seeds must be a non-empty list of integers or {{ start, count }}, got {value!r}")
+    bad = [s for s in seeds if not 0 <= s <= SEED_MAX]
+    if bad:
+        raise ConfigError(f"{path}: job.seeds must be between 0 and {SEED_MAX}, got {bad[0]}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: job.seeds lists a seed twice; each seed once")
+    return seeds
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _variants(path: Path, value, base_dir: Path) -> list[tuple[str | None, dict]]:
+    """[(name, {dotted key: value})]; a job without variants has one unnamed variant."""
+    if value is None:
+        return [(None, {})]
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{path}: job.variants must be [[job.variants]] tables, got {value!r}")
+    variants, names = [], set()
+    for number, table in enumerate(value, 1):
+        table = dict(table)
+        name = table.pop("name", f"v{number}")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{path}: job.variants[{number}].name must be a non-empty string, got {name!r}")
+        if name in names:
+            raise ConfigError(f"{path}: two job.variants are named {name!r}; give each a different name")
+        names.add(name)
+        layers = config_mod.Layers()  # only to flatten, check key names and resolve paths like a config file
+        layers.add_dict(table, origin=f"{path}: job.variants[{number}] ({name})", base_dir=base_dir)
+        for key in layers.values:
+            if key in ITEM_OWNED_KEYS:
+                raise ConfigError(f"{path}: job.variants[{number}] ({name}) sets {key}; seeds and the output "
+                                  "folder are set for the whole job in [job]")
+        variants.append((name, layers.values))
+    return variants
+
+
+def _folder(path: Path, job: dict, base, out, base_dir: Path) -> Path:
+    if out is not None:
+        return Path(out).expanduser().resolve()
+    if "output" in job:
+        if not isinstance(job["output"], str) or not job["output"].strip():
+            raise ConfigError(f"{path}: job.output must be a folder path, got {job['output']!r}")
+        return (base_dir / job["output"]).resolve()
+    return (Path(base.output.dir).expanduser() / path.stem).resolve()
+
+
+# ---------------------------------------------------------------- items
+
+
+def _expand(path: Path, base, prompts: list[str], variants, seeds: list[int], folder: Path) -> list[Item]:
+    from .. import pipeline
+
+    items, problems, seen = [], [], {}
+    hashes = _FileHashes()
+    index = 0
+    for prompt in prompts:
+        for name, overrides in variants:
+            for seed in seeds:
+                label = f"item {index + 1} (seed {seed}{f', variant {name!r}' if name else ''})"
+                try:
+                    layers = config_mod.Layers()
+                    layers.add_dict(base.to_dict(), origin="config")
+                    for key, value in overrides.items():
+                        layers.set(key, value, origin=f"{path}: job.variants ({name})")
+                    for key, value in (("prompt.subject", prompt), ("sampling.seed", seed), ("sampling.count", 1),
+                                       ("sampling.batch_size", 1), ("output.dir", str(folder))):
+                        layers.set(key, value, origin=str(path))
+                    the_plan = pipeline.plan(layers.build())
+                    identity = item_id(the_plan, hashes)
+                except LocalFluxError as exc:
+                    problems.append((label, str(exc)))
+                    index += 1
+                    continue
+                if identity in seen:
+                    problems.append((label, f"renders exactly the same image as item {seen[identity] + 1}; "
+                                            "remove the duplicate prompt, seed or variant"))
+                seen.setdefault(identity, index)
+                filename = item_filename(index, seed, name, prompt, identity)
+                items.append(Item(index, prompt, seed, name, the_plan, identity, filename))
+                index += 1
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} of {index} items are invalid, nothing was rendered: "
+                          + _summarise(problems))
+    return items
+
+
+def _summarise(problems: list[tuple[str, str]]) -> str:
+    """Every distinct problem once, with the items it hits (a bad variant would otherwise repeat N times)."""
+    by_message: dict[str, list[str]] = {}
+    for label, message in problems:
+        by_message.setdefault(message, []).append(label)
+    parts = []
+    for message, labels in list(by_message.items())[:MAX_LISTED_PROBLEMS]:
+        who = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more"
+        parts.append(f"{who}: {message}")
+    if len(by_message) > MAX_LISTED_PROBLEMS:
+        parts.append(f"and {len(by_message) - MAX_LISTED_PROBLEMS} more kinds of problem")
+    return " | ".join(parts)
+
+
+class _FileHashes:
+    """sha256 per file (``hashing.sha256_file`` caches across runs; this avoids re-statting per item)."""
+
+    def __init__(self) -> None:
+        self.digests: dict[str, str] = {}
+        self.sources: dict[tuple, list[str]] = {}
+
+    def file(self, path: Path) -> str:
+        from ..hashing import sha256_file
+
+        key = str(Path(path).resolve())
+        if key not in self.digests:
+            self.digests[key] = sha256_file(key)
+        return self.digests[key]
+
+    def model(self, model_config) -> list[str]:
+        from ..loader import describe_source, source_files
+
+        key = (model_config.source, model_config.base, model_config.revision)
+        if key not in self.sources:
+            source = describe_source(*key, download=True)
+            self.sources[key] = [self.file(p) for p in source_files(source)]
+        return self.sources[key]
+
+
+def item_id(the_plan, hashes: _FileHashes | None = None) -> str:
+    """sha256 of the inputs that determine an item's pixels (see the module docstring)."""
+    hashes = hashes or _FileHashes()
+    config = the_plan.config.to_dict()
+    config.pop("output")
+    model_hashes = hashes.model(the_plan.config.model)
+    if model_hashes:  # the files identify the model; where they live does not matter
+        for key in ("source", "base", "revision"):
+            config["model"].pop(key)
+    request = the_plan.request
+    payload = {
+        "scheme": ID_SCHEME,
+        "config": _files_to_hashes(config, hashes),
+        "prompt": {"clip": request.clip_prompt, "t5": request.t5_prompt, "negative": request.negative_prompt},
+        "size": [request.width, request.height],
+        "seed": the_plan.seeds[0],
+        "model_sha256": model_hashes,
+    }
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _files_to_hashes(value, hashes: _FileHashes):
+    """Any string naming an existing file (a LoRA, an upscaler) becomes ``sha256:<digest>``."""
+    if isinstance(value, dict):
+        return {k: _files_to_hashes(v, hashes) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_files_to_hashes(v, hashes) for v in value]
+    if isinstance(value, str) and ("/" in value or "\\" in value) and Path(value).is_file():
+        return "sha256:" + hashes.file(Path(value))
+    return value
+
+
+def item_filename(index: int, seed: int, variant: str | None, prompt: str, identity: str) -> str:
+    """``0001-s42-a-red-fox-in-snow-1a2b3c4d5e.png``: readable prefix, then the id that makes it unique."""
+    parts = [f"{index + 1:04d}"]
+    if variant:
+        parts.append(slug(variant, 20))
+    parts += [f"s{seed}", slug(prompt, SLUG_CHARS), identity[:10]]
+    return "-".join(p for p in parts if p) + ".png"
+
+
+def slug(text: str, limit: int) -> str:
+    """Lower-case ASCII letters and digits joined by '-': never a path separator, never longer than ``limit``."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
+    result = "-".join(words)[:limit].strip("-")
+    return result or "prompt"

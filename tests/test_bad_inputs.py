@@ -1,0 +1,295 @@
+"""Bad input never hurts: each case must end with exit 2, one clear line naming the bad file or key,
+no traceback, and no file written or changed.
+
+The cases are a table: add a row with a setup function that builds the bad input under ``tmp``
+and returns the command line, plus the fragments the error line must contain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from localflux import faults
+
+TINY_64 = ["--model", "tiny", "--device", "cpu", "--width", "64", "--height", "64", "--seed", "1",
+           "--prompt", "a fox", "--no-progress"]
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    models: dict  # tiny diffusers folders (read-only: cases copy them)
+    png: Path  # a localflux PNG rendered from models["schnell"] (read-only: cases copy it)
+
+    def write(self, name: str, data: str | bytes) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        return path
+
+    def model_copy(self, name: str = "model") -> Path:
+        return Path(shutil.copytree(self.models["schnell"], self.tmp / name))
+
+    def png_with_recipe(self, edit: Callable[[dict], object] | None = None, text: str | None = None) -> Path:
+        """A copy of the rendered PNG whose recipe chunk is edited (or replaced by ``text``)."""
+        from PIL import Image
+        from PIL.PngImagePlugin import PngInfo
+
+        with Image.open(self.png) as image:
+            image.load()
+            recipe = json.loads(image.text["localflux"])
+            if edit is not None:
+                edit(recipe)
+            info = PngInfo()
+            info.add_text("localflux", text if text is not None else json.dumps(recipe))
+            path = self.tmp / "edited.png"
+            image.save(path, pnginfo=info)
+        return path
+
+
+@dataclass
+class Case:
+    name: str
+    setup: Callable[[Ctx], list]
+    expect: list[str] = field(default_factory=list)
+    env: dict = field(default_factory=dict)
+
+
+def job(ctx: Ctx, body: str, extra: str = "", name: str = "job.toml") -> Path:
+    text = f"[job]\n{body}\n[model]\nsource = \"tiny\"\ndevice = \"cpu\"\n[size]\nwidth = 64\nheight = 64\n{extra}"
+    return ctx.write(name, text)
+
+
+def truncate(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _folder_without(ctx: Ctx, part: str) -> list:
+    folder = ctx.model_copy()
+    target = folder / part
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return ["generate", "--model", folder, *TINY_64[2:]]
+
+
+def _truncated_folder_weights(ctx: Ctx) -> list:
+    folder = ctx.model_copy()
+    weights = next((folder / "transformer").glob("*.safetensors"))
+    truncate(weights, weights.stat().st_size // 2)
+    return ["generate", "--model", folder, *TINY_64[2:]]
+
+
+def _corrupt_component_config(ctx: Ctx) -> list:
+    folder = ctx.model_copy()
+    (folder / "vae" / "config.json").write_text("{ not json")
+    return ["generate", "--model", folder, *TINY_64[2:]]
+
+
+def _single_file(ctx: Ctx, data: bytes, name: str = "flux.safetensors", base: bool = True) -> list:
+    path = ctx.write(name, data)
+    return ["generate", "--model", path, *(["--base", ctx.models["schnell"]] if base else []), *TINY_64[2:]]
+
+
+def _vae_as_transformer(ctx: Ctx) -> list:
+    vae = next((ctx.models["schnell"] / "vae").glob("*.safetensors"))
+    return _single_file(ctx, vae.read_bytes())
+
+
+def _changed_weights(ctx: Ctx) -> list:
+    folder = ctx.model_copy()
+    png = ctx.png_with_recipe(lambda r: [f.update(path=str(folder / Path(f["path"]).relative_to(ctx.models["schnell"])))
+                                         for f in r["model"]["files"]])
+    weights = next((folder / "vae").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x00")
+    return ["replay", png, "--verify", "--no-progress"]
+
+
+def _prompt_file_latin1(ctx: Ctx) -> list:
+    ctx.write("p.txt", b"a fox\ncaf\xe9\n")
+    return ["batch", job(ctx, 'prompt_file = "p.txt"\nseeds = [1]'), "--no-progress"]
+
+
+def _job_output_under_file(ctx: Ctx) -> list:
+    ctx.write("f.txt", "x")
+    return ["batch", job(ctx, 'prompts = ["a"]\nseeds = [1]\noutput = "f.txt/out"'), "--no-progress"]
+
+
+def _recipe_set(key: str, value) -> Callable[[dict], None]:
+    def edit(recipe):
+        section, name = key.split(".")
+        recipe["config"].setdefault(section, {})[name] = value  # recipes carry no [output]: a forged one may
+    return edit
+
+
+CASES = [
+    # ---- config files
+    Case("config: malformed TOML", lambda c: ["generate", "-c", c.write("c.toml", "[sampling\nsteps=4"), *TINY_64],
+         ["c.toml", "is not valid TOML"]),
+    Case("config: wrong type", lambda c: ["generate", "-c", c.write("c.toml", '[sampling]\nsteps = "4"\n'), *TINY_64],
+         ["c.toml", "sampling.steps must be an integer"]),
+    Case("config: unknown key", lambda c: ["generate", "-c", c.write("c.toml", "[size]\nwidht = 64\n"), *TINY_64],
+         ["c.toml", "size.widht", "not a known key"]),
+    Case("config: not UTF-8", lambda c: ["generate", "-c", c.write("c.toml", b'[prompt]\nsubject = "caf\xe9"\n'), *TINY_64],
+         ["c.toml", "not UTF-8"]),
+    Case("config: missing file", lambda c: ["generate", "-c", c.tmp / "nope.toml", *TINY_64], ["nope.toml", "does not exist"]),
+    Case("config: a folder", lambda c: ["generate", "-c", c.tmp, *TINY_64], ["is a folder"]),
+    # ---- CLI values
+    Case("cli: negative steps", lambda c: ["generate", *TINY_64, "--steps", "-3"], ["--steps", "sampling.steps must be at least 1"]),
+    Case("cli: 0x0 size", lambda c: ["generate", *TINY_64, "--width", "0", "--height", "0"], ["size.width must be at least 16"]),
+    Case("cli: 50000-pixel side", lambda c: ["generate", *TINY_64, "--width", "50000"], ["size.width must be at most 8192"]),
+    Case("cli: not a number", lambda c: ["generate", *TINY_64, "--steps", "four"], ["--steps", "invalid int value: 'four'"]),
+    Case("cli: unknown choice", lambda c: ["generate", *TINY_64, "--dtype", "float8"], ["--dtype", "invalid choice"]),
+    Case("cli: --set without =", lambda c: ["generate", *TINY_64, "--set", "sampling.steps"], ["--set", "KEY=VALUE"]),
+    Case("cli: NaN guidance", lambda c: ["generate", *TINY_64, "--set", "sampling.guidance=nan"], ["sampling.guidance must be a number"]),
+    Case("cli: bad aspect", lambda c: ["generate", *TINY_64[:4], "--megapixels", "0.01", "--aspect", "wide", "--prompt", "x"],
+         ["aspect 'wide' is not a ratio"]),
+    Case("cli: empty prompt", lambda c: ["generate", *TINY_64, "--prompt", " "], ["prompt is empty"]),
+    Case("cli: unknown device", lambda c: ["generate", *TINY_64, "--device", "tpu"], ["device 'tpu' is not known"]),
+    # ---- model folders and weight files
+    Case("model: path does not exist", lambda c: ["generate", "--model", c.tmp / "no-model", *TINY_64[2:]], ["no-model", "does not exist"]),
+    Case("model: folder without transformer/", lambda c: _folder_without(c, "transformer"), ["has no transformer/"]),
+    Case("model: folder without model_index.json", lambda c: _folder_without(c, "model_index.json"), ["no model_index.json"]),
+    Case("model: truncated weights in a folder", _truncated_folder_weights, ["model", "transformer"]),
+    Case("model: corrupt component config", _corrupt_component_config, ["model", "vae"]),
+    Case("weights: truncated safetensors", lambda c: _single_file(c, b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":"),
+         ["flux.safetensors", "not a readable .safetensors"]),
+    Case("weights: pickle checkpoint is refused", lambda c: _single_file(c, b"\x80\x04K\x01.", name="flux.ckpt"),
+         ["flux.ckpt", "not a .safetensors checkpoint"]),
+    Case("weights: single file without base", lambda c: _single_file(c, b"", base=False), ["flux.safetensors", "needs model.base"]),
+    Case("weights: a VAE given as transformer", _vae_as_transformer, ["flux.safetensors", "not a FLUX.1 transformer"]),
+    # ---- PNG recipes for replay
+    Case("replay: image does not exist", lambda c: ["replay", c.tmp / "gone.png"], ["gone.png", "does not exist"]),
+    Case("replay: not an image", lambda c: ["replay", c.write("fake.png", "hello")], ["fake.png", "not a readable image"]),
+    Case("replay: PNG without recipe", lambda c: ["replay", _plain_png(c)],
+         ["plain.png", "has no localflux recipe"]),
+    Case("replay: recipe not JSON", lambda c: ["replay", c.png_with_recipe(text="{oops")], ["edited.png", "not valid JSON"]),
+    Case("replay: newer schema_version", lambda c: ["replay", c.png_with_recipe(lambda r: r.update(schema_version=99))],
+         ["edited.png", "newer localflux", "upgrade"]),
+    Case("replay: recipe lacks keys", lambda c: ["replay", c.png_with_recipe(lambda r: r.pop("sigmas"))], ["edited.png", "lacks sigmas"]),
+    Case("replay: tampered recipe value", lambda c: ["replay", c.png_with_recipe(_recipe_set("sampling.steps", -1))],
+         ["edited.png", "sampling.steps must be at least 1", "altered"]),
+    Case("replay: recipe of the wrong shape", lambda c: ["replay", c.png_with_recipe(lambda r: r.update(model="x"))],
+         ["edited.png", "malformed"]),
+    Case("replay: weight file changed", _changed_weights, ["diffusion_pytorch_model.safetensors", "has sha256"]),
+    # ---- output paths
+    Case("output: parent is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x") / "sub"], ["f.txt", "is a file"]),
+    Case("output: --out is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x")], ["f.txt", "is a file"]),
+    Case("output: disk full", lambda c: ["generate", *TINY_64, "--out", c.tmp / "renders"], ["disk full", "renders"],
+         env={faults.DISK_FULL_ENV: "1"}),
+    # ---- job and prompt files
+    Case("job: malformed TOML", lambda c: ["batch", c.write("job.toml", "[job\nseeds=[1]")], ["job.toml", "not valid TOML"]),
+    Case("job: no [job] table", lambda c: ["batch", c.write("job.toml", "[size]\nwidth = 64\n")], ["job.toml", "no [job] table"]),
+    Case("job: unknown [job] key", lambda c: ["batch", job(c, 'prompts = ["a"]\nseeds = [1]\nseed = 3')], ["job.toml", "job.seed is not"]),
+    Case("job: prompt file not UTF-8", _prompt_file_latin1, ["p.txt", "not UTF-8", "line 2"]),
+    Case("job: prompt file missing", lambda c: ["batch", job(c, 'prompt_file = "p.txt"\nseeds = [1]')], ["p.txt", "does not exist"]),
+    Case("job: no prompts", lambda c: ["batch", job(c, "prompts = []\nseeds = [1]")], ["job.toml", "has no prompts"]),
+    Case("job: negative seed", lambda c: ["batch", job(c, 'prompts = ["a"]\nseeds = [1, -2]')], ["job.toml", "job.seeds", "-2"]),
+    Case("job: seeds missing", lambda c: ["batch", job(c, 'prompts = ["a"]')], ["job.toml", "job.seeds is missing"]),
+    Case("job: duplicate items", lambda c: ["batch", job(c, 'prompts = ["a fox", "a fox "]\nseeds = [1]')],
+         ["job.toml", "item 2", "same image as item 1"]),
+    Case("job: variant sets the seed", lambda c: ["batch", job(c, 'prompts = ["a"]\nseeds = [1]\n[[job.variants]]\nsampling = { seed = 4 }')],
+         ["job.toml", "job.variants[1]", "sampling.seed"]),
+    Case("job: variant unknown key", lambda c: ["batch", job(c, 'prompts = ["a"]\nseeds = [1]\n[[job.variants]]\nsize = { widht = 4 }')],
+         ["job.toml", "size.widht"]),
+    Case("job: base config missing", lambda c: ["batch", job(c, 'config = "base.toml"\nprompts = ["a"]\nseeds = [1]')],
+         ["base.toml", "does not exist"]),
+    Case("job: output parent is a file", _job_output_under_file, ["f.txt", "is a file"]),
+]
+
+
+def _plain_png(ctx: Ctx) -> Path:
+    from PIL import Image
+
+    path = ctx.tmp / "plain.png"
+    Image.new("RGB", (16, 16), "blue").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rendered_png(tiny_folders, tmp_path_factory) -> Path:
+    from localflux.cli import main
+
+    out = tmp_path_factory.mktemp("png")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["generate", "--model", str(tiny_folders["schnell"]), *TINY_64[2:], "--out", str(out)]) == 0
+    return next(out.glob("*.png"))
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def invoke(argv: list, cwd: Path, monkeypatch) -> tuple[int, str, str]:
+    from localflux.cli import main
+
+    monkeypatch.chdir(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_at_least_25_distinct_classes():
+    assert len({case.name for case in CASES}) == len(CASES) >= 25
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input(case, tmp_path, tiny_folders, rendered_png, monkeypatch):
+    ctx = Ctx(tmp_path, tiny_folders, rendered_png)
+    argv = case.setup(ctx)
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    before = snapshot(tmp_path)
+    code, out, err = invoke(argv, tmp_path, monkeypatch)
+    lines = err.strip().splitlines()
+    print(f"[{case.name}] {err.strip()}")  # the whole catalogue of messages: pytest -s -k test_bad_input
+    assert code == 2, (code, err)
+    assert len(lines) == 1 and lines[0].startswith("localflux: error: "), err
+    assert "Traceback" not in err and out == ""
+    for fragment in case.expect:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert snapshot(tmp_path) == before, "a file was written or changed"
+
+
+def test_paths_in_a_recipe_are_never_written_to(tmp_path, tiny_folders, rendered_png, monkeypatch):
+    victim = tmp_path / "victim"
+    ctx = Ctx(tmp_path, tiny_folders, rendered_png)
+    png = ctx.png_with_recipe(_recipe_set("output.dir", str(victim)))
+    (tmp_path / "work").mkdir()
+    code, out, err = invoke(["replay", png, "--no-progress"], tmp_path / "work", monkeypatch)
+    assert code == 0, err
+    assert not victim.exists() and (tmp_path / "work" / out.strip()).parent == tmp_path / "work" / "replays"
+
+
+def test_error_messages_are_one_line_whatever_the_exception_says(run_cli, monkeypatch):
+    from localflux.commands import generate
+    from localflux.errors import ModelSourceError
+
+    def boom(args):
+        raise ModelSourceError("could not load 'x':\n  line two\n\nline three")
+
+    monkeypatch.setattr(generate, "run", boom)  # the parser binds generate.run when main() builds it
+    code, out, err = run_cli("generate")
+    assert code == 2 and err == "localflux: error: could not load 'x': line two line three\n"
+
+
+def test_ctrl_c_outside_a_batch_exits_130_with_one_line(run_cli, monkeypatch):
+    from localflux.commands import generate
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "run", interrupted)
+    assert run_cli("generate") == (130, "", "localflux: interrupted\n")
