@@ -122,9 +122,16 @@ def coerce_config(config) -> Config:
 
 def load(config: Config) -> LoadedModel:
     from .device import resolve_placement
+    from .memory.resolve import resolve_plan
 
     placement = resolve_placement(config.model.device, config.model.dtype)
-    return load_model(config.model, placement, offload=config.memory.offload)
+    source = describe_source(config.model.source, config.model.base, config.model.revision)
+    preset = config.model.preset if config.model.preset != "auto" else detect_preset(source)
+    memory_plan = resolve_plan(config, source, preset, placement)
+    if memory_plan.chosen_by == "auto":
+        print(f"localflux: memory plan: {memory_plan.label()} ({memory_plan.reason})", file=sys.stderr)
+    return load_model(config.model, placement, offload=memory_plan.offload, memory_plan=memory_plan,
+                      speed=config.speed)
 
 
 def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings: list[str], *, progress: bool = True) -> list[Result]:
@@ -187,6 +194,8 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
             "batch_seeds": list(batch_seeds),
             "attention_backend": attention_backend(model.pipe.transformer),
             "true_cfg_active": the_plan.request.true_cfg > 1 and bool(the_plan.request.negative_prompt),
+            "memory": model.memory_plan,  # formats and offload that were applied; replay reuses them
+            "speed": model.speed,
         },
         "warnings": list(warnings),
         "upscale": None,
@@ -263,7 +272,8 @@ def describe(the_plan: Plan) -> str:
         f"seeds: {', '.join(str(s) for s in the_plan.seeds[:8])}{' ...' if len(the_plan.seeds) > 8 else ''}"
         f" ({len(the_plan.seeds)} image(s), {c.sampling.batch_size} per pass)",
         f"prompt: {r.t5_prompt}",
-        f"memory: offload={c.memory.offload}, vae_tiling={'on' if r.vae_tiling else 'off'}",
+        f"memory: plan={c.memory.plan}, transformer={c.memory.transformer}, t5={c.memory.t5}, "
+        f"offload={c.memory.offload}, vae_tiling={'on' if r.vae_tiling else 'off'}",
         f"output: {c.output.dir}",
     ]
     if r.negative_prompt:

@@ -41,6 +41,10 @@ def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
         "model.device": device or recipe["device"],
         "model.dtype": recipe["dtype"],
     }
+    if recipe["decisions"].get("memory"):  # the recorded plan, never a new automatic choice
+        from .memory.resolve import plan_to_config_keys
+
+        overrides.update(plan_to_config_keys(recipe["decisions"]["memory"]))
     return config_mod.replace(config_mod.config_from_dict(data, origin="recipe"), **overrides)
 
 

@@ -25,6 +25,7 @@ FLAG_KEYS = {
     "aspect": "size.aspect",
     "out": "output.dir",
     "offload": "memory.offload",
+    "memory": "memory.plan",
 }
 
 
@@ -48,7 +49,10 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int)
     parser.add_argument("--megapixels", type=float, help="size by area: 1 MP = 1024x1024")
     parser.add_argument("--aspect", metavar="W:H", help="aspect ratio with --megapixels, e.g. 3:4 or 16:9")
-    parser.add_argument("--offload", choices=["none", "model"], help="model CPU offload for smaller GPUs")
+    parser.add_argument("--offload", choices=["none", "model", "group", "sequential", "resident"],
+                        help="offload mode for smaller GPUs (docs/memory.md)")
+    parser.add_argument("--memory", choices=["auto", "manual"],
+                        help="auto: pick the fastest memory plan that fits this GPU, print and record it")
     parser.add_argument("--out", "-o", metavar="DIR", help="output folder (default renders/)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set sampling.steps=8 (repeatable; wins over everything)")
