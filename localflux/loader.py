@@ -139,6 +139,7 @@ def detect_preset(source: Source) -> str:
         return "dev" if gguf_has_guidance(source.path) else "schnell"
     if source.kind == "single_file":
         keys = _safetensors_keys(source.path)
+        _require_flux_keys(source.path, keys)  # refuse a VAE/LoRA/encoder file before anything is written
         return "dev" if any(k.endswith((_BFL_GUIDANCE, _DIFFUSERS_GUIDANCE)) for k in keys) else "schnell"
     if source.path is not None:
         config_file = source.path / "transformer" / "config.json"
@@ -237,10 +238,7 @@ def _load_single_file_transformer(source: Source, placement: Placement, preset: 
         from .memory.formats import load_gguf_transformer
 
         return load_gguf_transformer(source.path, _transformer_config_root(source, preset), placement.torch_dtype)
-    keys = _safetensors_keys(source.path)
-    if not any(k.endswith((_BFL_KEY, _DIFFUSERS_KEY)) for k in keys):
-        raise ModelSourceError(f"{str(source.path)!r} is not a FLUX.1 transformer checkpoint (no FLUX transformer keys "
-                               "found); pass the transformer file, not a VAE, LoRA or text encoder")
+    _require_flux_keys(source.path, _safetensors_keys(source.path))
     config_root = _transformer_config_root(source, preset)
     try:
         return FluxTransformer2DModel.from_single_file(
@@ -250,6 +248,12 @@ def _load_single_file_transformer(source: Source, placement: Placement, preset: 
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelSourceError(f"could not load transformer checkpoint {str(source.path)!r}: "
                                f"{str(exc).splitlines()[0]}; is it a FLUX.1 transformer matching model.base?") from None
+
+
+def _require_flux_keys(path: Path, keys: list[str]) -> None:
+    if not any(k.endswith((_BFL_KEY, _DIFFUSERS_KEY)) for k in keys):
+        raise ModelSourceError(f"{str(path)!r} is not a FLUX.1 transformer checkpoint (no FLUX transformer keys "
+                               "found); pass the transformer file, not a VAE, LoRA or text encoder")
 
 
 def _transformer_config_root(source: Source, preset: str) -> Path:
