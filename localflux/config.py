@@ -12,6 +12,7 @@ Paths inside a config file are relative to that file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -251,6 +252,12 @@ def replace(config: Config, **dotted: Any) -> Config:
 # ---------------------------------------------------------------- validation
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls) -> dict:
+    # resolving string annotations is slow, and configs are rebuilt several times per render
+    return typing.get_type_hints(cls)
+
+
 def _flatten(data: dict, origin: str, prefix: str = ""):
     for key, value in data.items():
         dotted = f"{prefix}{key}"
@@ -263,7 +270,7 @@ def _flatten(data: dict, origin: str, prefix: str = ""):
 
 def _check_known_key(dotted: str, origin: str, section: bool = False) -> None:
     parts = dotted.split(".")
-    hints = typing.get_type_hints(Config)
+    hints = _type_hints(Config)
     if parts[0] not in hints:
         raise ConfigError(f"{origin}: {parts[0]!r} is not a config section (known: {', '.join(hints)}); {SCHEMA_NOTE}")
     if _list_item_class(hints[parts[0]]) is not None:
@@ -290,7 +297,7 @@ def _list_item_class(hint):
 
 
 def _build_dataclass(cls, values: dict[str, Any], origins: dict[str, str], prefix: str):
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         dotted = f"{prefix}{f.name}"

@@ -436,5 +436,5 @@ def _fmt(value):
     return f"{value:.3f}x" if value is not None else "-"
 
 
-def print_record(record: dict, stream=sys.stdout) -> None:
-    print(format_table(record), file=stream)
+def print_record(record: dict, stream=None) -> None:
+    print(format_table(record), file=stream or sys.stdout)
