@@ -12,6 +12,7 @@ Paths inside a config file are relative to that file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -86,8 +87,33 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    offload: Literal["none", "model"] = "none"
+    # none: all on the GPU | model: one component at a time | group: transformer/T5 blocks streamed
+    # (CUDA streams prefetch the next) | sequential: every layer streamed | resident: the transformer
+    # stays on the GPU, text encoders and VAE move there only while they run
+    offload: Literal["none", "model", "group", "sequential", "resident"] = "none"
     vae_tiling: Literal["auto", "on", "off"] = "auto"
+    # "auto": pick the fastest plan that fits free memory (localflux/memory/plan.py); "manual": these keys
+    plan: Literal["manual", "auto"] = "manual"
+    # transformer weights: full (model.dtype), fp8-storage (fp8 stored, bf16 compute), fp8 (torchao
+    # float8 compute, GPU), nf4 (bitsandbytes, CUDA). A .gguf model.source brings its own format.
+    transformer: Literal["full", "fp8-storage", "fp8", "nf4"] = "full"
+    t5: Literal["full", "fp8-storage"] = "full"  # T5 encoder weights, independent of the transformer
+    t5_device: Literal["auto", "cpu"] = "auto"  # cpu: encode prompts on the CPU, nothing of T5 on the GPU
+    cache_t5: bool = False  # reuse prompt embeddings across renders of the same prompt in this process
+    allow_lossy: bool = True  # plan = "auto" may pick fp8/nf4 when no lossless plan fits without streaming
+    group_blocks: int = field(default=1, metadata=_range(1, 64))  # blocks per group for offload = "group"
+    headroom_gb: float = field(default=1.5, metadata=_range(0.0, 64.0))  # auto plan safety margin (GiB)
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    # lossless fast path (localflux/speed.py): no quantization, no step caching
+    compile: Literal["off", "blocks"] = "off"  # blocks: torch.compile each repeated transformer block
+    compile_backend: Literal["inductor", "eager", "aot_eager"] = "inductor"  # eager/aot_eager: debugging, tests
+    attention: Literal["auto", "native", "flash", "efficient", "cudnn", "math"] = "auto"  # PyTorch SDPA backends
+    channels_last_vae: bool = False
+    fuse_qkv: bool = False  # refused while unmerged LoRA adapters are loaded (fusion would bypass them)
+    lora_hotswap_rank: int = field(default=0, metadata=_range(0, 1024))  # > 0: swap LoRAs up to this rank without recompiling
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,7 @@ class Config:
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
     lora: list[LoraConfig] = field(default_factory=list)  # [[lora]] entries, applied in order
     lora_options: LoraOptionsConfig = field(default_factory=LoraOptionsConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -247,6 +274,12 @@ def replace(config: Config, **dotted: Any) -> Config:
 # ---------------------------------------------------------------- validation
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls) -> dict:
+    # resolving string annotations is slow, and configs are rebuilt several times per render
+    return typing.get_type_hints(cls)
+
+
 def _flatten(data: dict, origin: str, prefix: str = ""):
     for key, value in data.items():
         dotted = f"{prefix}{key}"
@@ -259,7 +292,7 @@ def _flatten(data: dict, origin: str, prefix: str = ""):
 
 def _check_known_key(dotted: str, origin: str, section: bool = False) -> None:
     parts = dotted.split(".")
-    hints = typing.get_type_hints(Config)
+    hints = _type_hints(Config)
     if parts[0] not in hints:
         raise ConfigError(f"{origin}: {parts[0]!r} is not a config section (known: {', '.join(hints)}); {SCHEMA_NOTE}")
     if _list_item_class(hints[parts[0]]) is not None:
@@ -286,7 +319,7 @@ def _list_item_class(hint):
 
 
 def _build_dataclass(cls, values: dict[str, Any], origins: dict[str, str], prefix: str):
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         dotted = f"{prefix}{f.name}"

@@ -55,6 +55,8 @@ class LoadedModel:
     files: list[Path] = field(default_factory=list)  # every file whose bytes feed the pixels
     fingerprint: str | None = None  # tiny: sha256 of its in-memory weights
     lora_state: object = None  # lora.apply.LoraState: the LoRAs now in the pipe (None: clean base weights)
+    memory_plan: dict | None = None  # the MemoryPlan applied (memory/plan.py), recorded in recipes
+    speed: dict | None = None  # what speed.apply_speed applied, recorded in recipes
 
 
 _PIPELINES: dict[tuple, LoadedModel] = {}
@@ -78,11 +80,8 @@ def describe_source(text: str, base: str | None = None, revision: str | None = N
                 raise ModelSourceError(f"model folder {text!r} has no {part}/ folder; it is not a complete diffusers FLUX model")
         return Source("folder", text, path)
     if path.is_file():
-        if path.suffix.lower() == ".gguf":
-            raise ModelSourceError(f"{text!r} is a GGUF file; GGUF transformers are not supported in this version, "
-                                   "use a .safetensors checkpoint or a diffusers folder")
-        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-            raise ModelSourceError(f"model file {text!r} is not a .safetensors checkpoint; localflux loads .safetensors "
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES + (".gguf",):
+            raise ModelSourceError(f"model file {text!r} is not a .safetensors or .gguf checkpoint; localflux loads "
                                    "single files, diffusers folders or hub ids")
         if not base:
             raise ModelSourceError(f"single-file checkpoint {text!r} needs model.base (--base): a diffusers FLUX folder "
@@ -138,8 +137,14 @@ def detect_preset(source: Source) -> str:
     """``schnell`` or ``dev``: from the transformer's guidance embedding, else from the name."""
     if source.kind == "tiny":
         return TINY_SOURCES[source.text]
+    if source.kind == "single_file" and source.path.suffix.lower() == ".gguf":
+        from .memory.formats import gguf_has_guidance, inspect_gguf
+
+        inspect_gguf(source.path)  # refuses a GGUF that is not a FLUX transformer, in one line
+        return "dev" if gguf_has_guidance(source.path) else "schnell"
     if source.kind == "single_file":
         keys = _safetensors_keys(source.path)
+        _require_flux_keys(source.path, keys)  # refuse a VAE/LoRA/encoder file before anything is written
         return "dev" if any(k.endswith((_BFL_GUIDANCE, _DIFFUSERS_GUIDANCE)) for k in keys) else "schnell"
     if source.path is not None:
         config_file = source.path / "transformer" / "config.json"
@@ -161,16 +166,32 @@ def _safetensors_keys(path: Path) -> list[str]:
 # ---------------------------------------------------------------- loading
 
 
-def load_model(model: ModelConfig, placement: Placement, offload: str = "none") -> LoadedModel:
-    """The pipeline for ``model`` on ``placement``; reused within the process when already loaded."""
-    key = (model.source, model.base, model.revision, placement.device, placement.dtype, offload)
+def load_model(model: ModelConfig, placement: Placement, offload: str = "none", *, memory_plan=None,
+               speed=None) -> LoadedModel:
+    """The pipeline for ``model`` on ``placement``; reused within the process when already loaded.
+
+    ``memory_plan`` (a ``memory.plan.MemoryPlan``) picks weight formats and offload; ``speed`` (a
+    ``SpeedConfig``) the fast path. Without them: full precision, ``offload``, eager.
+    """
+    from .memory.formats import check_runnable
+    from .memory.plan import MemoryPlan
+
+    plan = memory_plan or MemoryPlan(offload=offload)
+    key = (model.source, model.base, model.revision, placement.device, placement.dtype, plan, speed)
     if key in _PIPELINES:
         return _PIPELINES[key]
     source = describe_source(model.source, model.base, model.revision, download=True)
     preset = detect_preset(source)
-    loaded = _load(source, placement, preset)
-    loaded.offload = offload
-    _place(loaded.pipe, placement, offload)
+    check_runnable(plan.transformer, placement.device)
+    loaded = _load(source, placement, preset, plan)
+    loaded.offload = plan.offload
+    _place(loaded.pipe, placement, plan.offload, plan)
+    loaded.memory_plan = plan.to_dict()
+    if speed is not None:
+        from .speed import apply_speed, prepare_lora_hotswap
+
+        prepare_lora_hotswap(loaded.pipe, speed)  # LoRAs, when loaded here, go between these two calls
+        loaded.speed = apply_speed(loaded.pipe, speed, placement.device)
     _PIPELINES[key] = loaded
     return loaded
 
@@ -186,9 +207,11 @@ def discard(model: LoadedModel) -> None:
             del _PIPELINES[key]
 
 
-def _load(source: Source, placement: Placement, preset: str) -> LoadedModel:
+def _load(source: Source, placement: Placement, preset: str, plan=None) -> LoadedModel:
     from .hashing import sha256_state_dict
 
+    if plan is not None and plan.transformer == "nf4":
+        return _load_nf4(source, placement, preset)
     if source.kind == "tiny":
         from .tiny import build_tiny_pipeline
 
@@ -221,21 +244,29 @@ def _from_pretrained(source: Source, placement: Placement, **components):
                                + "; a file may be truncated or corrupt: download the model again") from None
 
 
-def _load_single_file_transformer(source: Source, placement: Placement, preset: str):
+def _load_single_file_transformer(source: Source, placement: Placement, preset: str, **quantization):
     from diffusers import FluxTransformer2DModel
 
-    keys = _safetensors_keys(source.path)
-    if not any(k.endswith((_BFL_KEY, _DIFFUSERS_KEY)) for k in keys):
-        raise ModelSourceError(f"{str(source.path)!r} is not a FLUX.1 transformer checkpoint (no FLUX transformer keys "
-                               "found); pass the transformer file, not a VAE, LoRA or text encoder")
+    if source.path.suffix.lower() == ".gguf":
+        from .memory.formats import load_gguf_transformer
+
+        return load_gguf_transformer(source.path, _transformer_config_root(source, preset), placement.torch_dtype)
+    _require_flux_keys(source.path, _safetensors_keys(source.path))
     config_root = _transformer_config_root(source, preset)
     try:
         return FluxTransformer2DModel.from_single_file(
-            str(source.path), config=str(config_root), subfolder="transformer", torch_dtype=placement.torch_dtype
+            str(source.path), config=str(config_root), subfolder="transformer", torch_dtype=placement.torch_dtype,
+            **quantization,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelSourceError(f"could not load transformer checkpoint {str(source.path)!r}: "
                                f"{str(exc).splitlines()[0]}; is it a FLUX.1 transformer matching model.base?") from None
+
+
+def _require_flux_keys(path: Path, keys: list[str]) -> None:
+    if not any(k.endswith((_BFL_KEY, _DIFFUSERS_KEY)) for k in keys):
+        raise ModelSourceError(f"{str(path)!r} is not a FLUX.1 transformer checkpoint (no FLUX transformer keys "
+                               "found); pass the transformer file, not a VAE, LoRA or text encoder")
 
 
 def _transformer_config_root(source: Source, preset: str) -> Path:
@@ -265,9 +296,38 @@ def _component_files(root: Path | None, exclude: tuple[str, ...] = ()) -> list[P
     return files
 
 
-def _place(pipe, placement: Placement, offload: str) -> None:
-    if offload == "model":
-        # diffusers wants an explicit device when there is no accelerator (CPU wiring tests).
-        pipe.enable_model_cpu_offload(device=placement.device)
-    else:
-        pipe.to(placement.device)
+def _load_nf4(source: Source, placement: Placement, preset: str) -> LoadedModel:
+    """NF4 is quantized while loading (bitsandbytes), so it has its own path."""
+    from diffusers import FluxTransformer2DModel
+
+    from .memory.formats import nf4_config
+
+    quantization = {"quantization_config": nf4_config(placement.torch_dtype)}
+    if source.kind == "tiny":
+        raise ModelSourceError("memory.transformer = 'nf4' needs weights from a folder, hub id or single file, not 'tiny'")
+    if source.kind == "single_file":
+        transformer = _load_single_file_transformer(source, placement, preset, **quantization)
+        pipe = _from_pretrained(source.base, placement, transformer=transformer)
+        files = [source.path] + _component_files(source.base.path, exclude=("transformer",))
+        return LoadedModel(pipe, source, placement, preset, "none", files=files)
+    if source.path is None:
+        source = describe_source(source.text, download=True)
+    transformer = FluxTransformer2DModel.from_pretrained(str(source.path), subfolder="transformer",
+                                                         torch_dtype=placement.torch_dtype, **quantization)
+    pipe = _from_pretrained(source, placement, transformer=transformer)
+    return LoadedModel(pipe, source, placement, preset, "none", files=_component_files(source.path))
+
+
+def _place(pipe, placement: Placement, offload: str, plan=None) -> None:
+    """Weight formats first (fp8 casts on the CPU shrink what moves), then placement (memory/offload.py)."""
+    from .memory import formats, offload as offload_mod, text
+
+    if plan is not None:
+        formats.apply_transformer_format(pipe.transformer, plan.transformer, placement.torch_dtype, placement.device)
+        formats.apply_t5_format(pipe.text_encoder_2, plan.t5, placement.torch_dtype)
+    t5_on_cpu = plan is not None and plan.t5_device == "cpu"
+    # diffusers wants an explicit device for offload when there is no accelerator (CPU wiring tests).
+    offload_mod.place(pipe, placement.device, offload, t5_on_cpu=t5_on_cpu,
+                      group_blocks=plan.group_blocks if plan is not None else 1)
+    if plan is not None:
+        text.install(pipe, cache=plan.cache_t5, t5_dtype=placement.torch_dtype if plan.t5 != "full" else None)

@@ -128,14 +128,24 @@ def coerce_config(config) -> Config:
 
 def load(config: Config) -> LoadedModel:
     from .device import resolve_placement
+    from .memory.resolve import resolve_plan
 
     placement = resolve_placement(config.model.device, config.model.dtype)
-    model = load_model(config.model, placement, offload=config.memory.offload)
+    source = describe_source(config.model.source, config.model.base, config.model.revision)
+    preset = config.model.preset if config.model.preset != "auto" else detect_preset(source)
+    memory_plan = resolve_plan(config, source, preset, placement)
+    if memory_plan.chosen_by == "auto":
+        print(f"localflux: memory plan: {memory_plan.label()} ({memory_plan.reason})", file=sys.stderr)
+
+    def load_base():
+        return load_model(config.model, placement, offload=memory_plan.offload, memory_plan=memory_plan,
+                          speed=config.speed)
+
+    model = load_base()
     if config.lora or model.lora_state is not None:  # the LoRA stage; also cleans LoRAs a previous render left
         from .lora import apply_loras
 
-        model = apply_loras(model, config.lora, config.lora_options.fuse,
-                            reload=lambda: load_model(config.model, placement, offload=config.memory.offload))
+        model = apply_loras(model, config.lora, config.lora_options.fuse, reload=load_base)
     return model
 
 
@@ -199,6 +209,8 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
             "batch_seeds": list(batch_seeds),
             "attention_backend": attention_backend(model.pipe.transformer),
             "true_cfg_active": the_plan.request.true_cfg > 1 and bool(the_plan.request.negative_prompt),
+            "memory": model.memory_plan,  # formats and offload that were applied; replay reuses them
+            "speed": model.speed,
         },
         "warnings": list(warnings),
         "upscale": None,
@@ -302,7 +314,8 @@ def describe(the_plan: Plan) -> str:
         f"seeds: {', '.join(str(s) for s in the_plan.seeds[:8])}{' ...' if len(the_plan.seeds) > 8 else ''}"
         f" ({len(the_plan.seeds)} image(s), {c.sampling.batch_size} per pass)",
         f"prompt: {r.t5_prompt}",
-        f"memory: offload={c.memory.offload}, vae_tiling={'on' if r.vae_tiling else 'off'}",
+        f"memory: plan={c.memory.plan}, transformer={c.memory.transformer}, t5={c.memory.t5}, "
+        f"offload={c.memory.offload}, vae_tiling={'on' if r.vae_tiling else 'off'}",
         f"output: {c.output.dir}",
     ]
     if r.negative_prompt:

@@ -43,6 +43,10 @@ def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
     }
     if recipe.get("loras"):  # replay with the recorded fuse mode (fused and unfused differ by rounding)
         overrides["lora_options.fuse"] = recipe["loras"][0]["fuse"]
+    if recipe["decisions"].get("memory"):  # the recorded plan, never a new automatic choice
+        from .memory.resolve import plan_to_config_keys
+
+        overrides.update(plan_to_config_keys(recipe["decisions"]["memory"]))
     return config_mod.replace(config_mod.config_from_dict(data, origin="recipe"), **overrides)
 
 

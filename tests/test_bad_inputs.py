@@ -162,7 +162,7 @@ CASES = [
     Case("weights: truncated safetensors", lambda c: _single_file(c, b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":"),
          ["flux.safetensors", "not a readable .safetensors"]),
     Case("weights: pickle checkpoint is refused", lambda c: _single_file(c, b"\x80\x04K\x01.", name="flux.ckpt"),
-         ["flux.ckpt", "not a .safetensors checkpoint"]),
+         ["flux.ckpt", "not a .safetensors or .gguf checkpoint"]),
     Case("weights: single file without base", lambda c: _single_file(c, b"", base=False), ["flux.safetensors", "needs model.base"]),
     Case("weights: a VAE given as transformer", _vae_as_transformer, ["flux.safetensors", "not a FLUX.1 transformer"]),
     # ---- PNG recipes for replay

@@ -137,7 +137,7 @@ def _folder(path):
 @pytest.mark.parametrize("make,needle", [
     (lambda d: d / "missing", "does not exist"),
     (lambda d: _folder(d / "empty"), "no model_index.json"),
-    (lambda d: _file(d / "x.bin", b"x"), "is not a .safetensors checkpoint"),
+    (lambda d: _file(d / "x.bin", b"x"), "is not a .safetensors or .gguf checkpoint"),
     (lambda d: _file(d / "trunc.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{"), "is not a readable .safetensors file"),
 ])
 def test_bad_model_sources(tmp_path, tiny_folders, make, needle):

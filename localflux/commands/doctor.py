@@ -5,6 +5,10 @@ from __future__ import annotations
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("doctor", help="show device, memory, dtype support and weight locations")
+    parser.add_argument("--model", choices=["dev", "schnell"], default="dev",
+                        help="which FLUX.1 the memory-plan table is for (default dev)")
+    parser.add_argument("--vram", type=float, metavar="GIB",
+                        help="show the memory plans for a CUDA card with this much free memory instead of this machine's")
     parser.set_defaults(func=run)
 
 
@@ -30,7 +34,35 @@ def run(args) -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    _print_memory_plans(args, placement.device)
     return 0
+
+
+def _print_memory_plans(args, device: str) -> None:
+    """The candidate memory plans for FLUX.1 at 1024x1024 on this card (or a --vram one), best first."""
+    from ..memory.footprint import footprint_from_configs, packaged_config_root
+    from ..memory.plan import Workload, choose, evaluate, probe_machine, synthetic_machine, table
+    from ..presets import PRESETS
+
+    vram = getattr(args, "vram", None)
+    preset = getattr(args, "model", "dev")
+    if vram is None and not device.startswith("cuda"):
+        print(f"\nmemory plans: no CUDA GPU here; `localflux doctor --vram 24` shows the plans for a 24 GiB card")
+        return
+    machine = synthetic_machine(vram) if vram is not None else probe_machine(device)
+    footprint = footprint_from_configs(str(packaged_config_root(preset)))
+    work = Workload(max_sequence_length=PRESETS[preset].max_sequence_length)
+    candidates = evaluate(footprint, work, machine)
+    try:
+        chosen = choose(candidates).plan
+    except Exception:  # nothing fits: the table still shows what each plan needs
+        chosen = None
+    print(f"\nmemory plans for FLUX.1-{preset} 1024x1024 on {machine.name} "
+          f"({machine.free_vram / 2**30:.1f} GiB free; estimates, docs/memory.md):")
+    for row in table(candidates, chosen):
+        print(row)
+    if chosen is not None:
+        print(f"memory = \"auto\" picks: {chosen.label()} ({chosen.reason})")
 
 
 def _upscaler_rows() -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ FLAG_KEYS = {
     "out": "output.dir",
     "offload": "memory.offload",
     "lora_fuse": "lora_options.fuse",
+    "memory": "memory.plan",
 }
 
 
@@ -49,7 +50,10 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int)
     parser.add_argument("--megapixels", type=float, help="size by area: 1 MP = 1024x1024")
     parser.add_argument("--aspect", metavar="W:H", help="aspect ratio with --megapixels, e.g. 3:4 or 16:9")
-    parser.add_argument("--offload", choices=["none", "model"], help="model CPU offload for smaller GPUs")
+    parser.add_argument("--offload", choices=["none", "model", "group", "sequential", "resident"],
+                        help="offload mode for smaller GPUs (docs/memory.md)")
+    parser.add_argument("--memory", choices=["auto", "manual"],
+                        help="auto: pick the fastest memory plan that fits this GPU, print and record it")
     parser.add_argument("--out", "-o", metavar="DIR", help="output folder (default renders/)")
     parser.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
                         help="apply a LoRA at SCALE (default 1, negative allowed); repeat to stack; "

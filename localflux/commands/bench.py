@@ -1,0 +1,57 @@
+"""``localflux bench``: time localflux against plain diffusers (full-size random weights on a GPU)."""
+
+from __future__ import annotations
+
+import sys
+
+# kept in step with bench.run.MODES (tests check); listed here so --help needs no torch import
+MODE_NAMES = ["eager", "fast", "fast-cudnn", "fast-flash", "fast-efficient", "compile", "fp8-storage", "fp8",
+              "fp8-fast", "cap24-model", "cap24-resident", "cap24-auto", "cap12-group", "cap12-auto"]
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="benchmark a localflux mode against plain diffusers in the same process",
+        description="Build full-size FLUX with random weights on the GPU, time the plain diffusers FluxPipeline "
+                    "baseline and one localflux mode, print the ratio and append a record to the results file. "
+                    "See docs/speed.md.")
+    parser.add_argument("--model", choices=["dev", "schnell"], default="dev")
+    parser.add_argument("--mode", default="fast", metavar="MODE", help=f"one of: {', '.join(MODE_NAMES)}")
+    parser.add_argument("--tiny", action="store_true", help="the same code paths on the tiny model on the CPU (seconds)")
+    parser.add_argument("--repeats", type=int, help="timed images per side (default 5; --tiny 2)")
+    parser.add_argument("--warmup", type=int, help="untimed images first (default 1)")
+    parser.add_argument("--steps", type=int, help="default: the preset's (28 dev, 4 schnell; --tiny 2)")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--results", metavar="FILE", default="benchmarks/results/results.json",
+                        help="JSON list the record is appended to")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="build every full-size config on the meta device (no memory) and print parameter counts")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.dry_run:
+        from ..bench.models import dry_run
+
+        for preset in ("dev", "schnell"):
+            counts = dry_run(preset)
+            print(f"FLUX.1-{preset}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "footprint"))
+        return 0
+    from ..bench.run import print_record, run_bench, settings_from_args
+
+    settings = settings_from_args(args)
+    command = "localflux " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("localflux", "__main__.py")) else \
+        "localflux bench " + " ".join(_argv(args))
+    record = run_bench(settings, command, args.results)
+    print_record(record)
+    print(f"appended to {args.results}", file=sys.stderr)
+    return 0
+
+
+def _argv(args) -> list[str]:
+    parts = [f"--model {args.model}", f"--mode {args.mode}"] + (["--tiny"] if args.tiny else [])
+    for name in ("repeats", "warmup", "steps", "width", "height"):
+        if getattr(args, name) is not None:
+            parts.append(f"--{name} {getattr(args, name)}")
+    return parts

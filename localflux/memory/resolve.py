@@ -1,0 +1,88 @@
+"""From a config to the ``MemoryPlan`` a render uses: the user's own keys, or the automatic choice.
+
+Replay never comes here with ``plan = "auto"``: the recipe's recorded plan is written back into
+the config as manual keys (``replay.recipe_config``), so a replay does not re-decide.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import ConfigError
+from .plan import MemoryPlan, Workload, auto_plan, probe_machine
+
+log = logging.getLogger(__name__)
+
+_PARTS = ("transformer", "text_encoder_2", "text_encoder", "vae")
+
+
+def gguf_of(source) -> tuple[str, int] | None:
+    """(quantization type, tensor bytes) when the model source is a GGUF transformer."""
+    from .formats import inspect_gguf, is_gguf
+
+    if source.kind == "single_file" and is_gguf(source.path):
+        return inspect_gguf(source.path)
+    return None
+
+
+def workload(config, placement) -> Workload:
+    from ..resolution import resolve_size
+    from ..sampler import vae_tiling_enabled
+
+    size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect)
+    return Workload(size.width, size.height, config.sampling.max_sequence_length or 512,
+                    4 if placement.dtype == "float32" else 2,
+                    vae_tiling_enabled(config.memory.vae_tiling, size.width, size.height))
+
+
+def footprint_for(source, preset: str):
+    """Parameter counts from the model's own configs, else from the published configs of its preset."""
+    from .footprint import footprint_from_configs, footprint_of_pipe, packaged_config_root
+
+    if source.kind == "tiny":
+        from ..tiny import TINY_SOURCES, build_tiny_pipeline
+
+        return footprint_of_pipe(build_tiny_pipeline(TINY_SOURCES[source.text]))
+    root = source.base.path if source.kind == "single_file" and source.base else source.path
+    if root is None or not all((Path(root) / part / "config.json").is_file() for part in _PARTS):
+        root = packaged_config_root(preset)
+    return footprint_from_configs(str(root))
+
+
+def resolve_plan(config, source, preset: str, placement) -> MemoryPlan:
+    memory = config.memory
+    gguf = gguf_of(source)
+    if gguf is not None and memory.transformer != "full":
+        raise ConfigError(f"memory.transformer = {memory.transformer!r} cannot apply to the GGUF file "
+                          f"{str(source.path)!r}, which brings its own format ({gguf[0]}); leave it 'full'")
+    if memory.plan == "auto":
+        plan = auto_plan(footprint_for(source, preset), workload(config, placement), probe_machine(placement.device),
+                         allow_lossy=memory.allow_lossy, headroom_gb=memory.headroom_gb, gguf=gguf,
+                         group_blocks=memory.group_blocks, cache_t5=memory.cache_t5)
+        if memory.t5_device == "cpu":
+            plan = _with(plan, t5_device="cpu")  # the user's placement of T5 stands; the rest is chosen
+        return plan
+    transformer = f"gguf:{gguf[0]}" if gguf else memory.transformer
+    return MemoryPlan(transformer, memory.t5, memory.offload, memory.t5_device, memory.group_blocks, memory.cache_t5,
+                      chosen_by="manual")
+
+
+def _with(plan: MemoryPlan, **changes) -> MemoryPlan:
+    import dataclasses
+
+    return dataclasses.replace(plan, **changes)
+
+
+def plan_to_config_keys(plan: dict) -> dict:
+    """The manual config keys that reproduce a recorded plan (for replay)."""
+    transformer = plan.get("transformer", "full")
+    return {
+        "memory.plan": "manual",
+        "memory.transformer": "full" if transformer.startswith("gguf") else transformer,
+        "memory.t5": plan.get("t5", "full"),
+        "memory.offload": plan.get("offload", "none"),
+        "memory.t5_device": plan.get("t5_device", "auto"),
+        "memory.group_blocks": plan.get("group_blocks", 1),
+        "memory.cache_t5": plan.get("cache_t5", False),
+    }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Download, here (where PyPI is reachable), the wheels the GPU machine lacks for `localflux bench`:
+# it has torch 2.11 and transformers 5.17 but no diffusers, gguf or torchao, and no internet.
+# They land in .whl/ (git-ignored), about 6.5 MB; carry that folder to the GPU machine.
+#   TORCHAO=0.x.y scripts/bench-wheels.sh   also fetches torchao (pick the release built for the GPU
+#                                           machine's torch; needed only for the fp8 / fp8-fast modes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+mkdir -p .whl
+wheels=(diffusers==0.42.1 gguf==0.19.0 importlib_metadata)
+if [[ -n "${TORCHAO:-}" ]]; then wheels+=("torchao==${TORCHAO}"); fi
+"$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "${wheels[@]}"
+ls -la .whl
