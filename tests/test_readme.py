@@ -37,6 +37,7 @@ def workspace(tmp_path, tiny_folders):
     from lora_files import write_diffusers, write_kohya_file
 
     shutil.copytree(REPO / "configs", tmp_path / "configs")
+    shutil.copytree(REPO / "jobs", tmp_path / "jobs")
     shutil.copytree(tiny_folders["dev"], tmp_path / "weights" / "FLUX.1-dev")
     (tmp_path / "loras").mkdir()
     write_diffusers(tmp_path / "loras" / "anna.safetensors", metadata_alpha=4)
