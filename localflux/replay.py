@@ -54,22 +54,16 @@ def check_weights(recipe: dict) -> None:
     """Refuse early when a weight file is gone or its bytes differ from the recipe's."""
     from .hashing import sha256_file
 
-    for entry in recipe["model"]["files"]:
+    checks = [("weight file", entry) for entry in recipe["model"]["files"]]
+    checks += [("LoRA", entry) for entry in recipe.get("loras") or []]  # older recipes have no "loras"
+    for what, entry in checks:
         path = Path(entry["path"])
         if not path.is_file():
-            raise WeightsMismatchError(f"weight file {str(path)!r} used by this image is missing; restore it to replay")
+            raise WeightsMismatchError(f"{what} {str(path)!r} used by this image is missing; restore it to replay")
         digest = sha256_file(path)
         if digest != entry["sha256"]:
-            raise WeightsMismatchError(f"weight file {str(path)!r} has sha256 {digest[:12]}… but the image was rendered "
+            raise WeightsMismatchError(f"{what} {str(path)!r} has sha256 {digest[:12]}… but the image was rendered "
                                        f"with {entry['sha256'][:12]}…; the file changed, restore the original to replay")
-    for entry in recipe.get("loras") or []:  # recipes before LoRA support have no "loras" key
-        path = Path(entry["path"])
-        if not path.is_file():
-            raise WeightsMismatchError(f"LoRA {str(path)!r} used by this image is missing; restore it to replay")
-        digest = sha256_file(path)
-        if digest != entry["sha256"]:
-            raise WeightsMismatchError(f"LoRA {str(path)!r} has sha256 {digest[:12]}… but the image was rendered with "
-                                       f"{entry['sha256'][:12]}…; the LoRA file changed, restore the original to replay")
 
 
 def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
