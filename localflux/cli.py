@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "generate",
     "replay",
     "doctor",
+    "train_lora",
 ]
 
 

@@ -156,17 +156,22 @@ def _safetensors_keys(path: Path) -> list[str]:
 # ---------------------------------------------------------------- loading
 
 
-def load_model(model: ModelConfig, placement: Placement, offload: str = "none") -> LoadedModel:
-    """The pipeline for ``model`` on ``placement``; reused within the process when already loaded."""
+def load_model(model: ModelConfig, placement: Placement, offload: str = "none", *, cache: bool = True) -> LoadedModel:
+    """The pipeline for ``model`` on ``placement``; reused within the process when already loaded.
+
+    ``cache=False`` loads a private copy, neither taken from nor kept in the cache (training
+    attaches adapters to it, which later renders in the same process must not see).
+    """
     key = (model.source, model.base, model.revision, placement.device, placement.dtype, offload)
-    if key in _PIPELINES:
+    if cache and key in _PIPELINES:
         return _PIPELINES[key]
     source = describe_source(model.source, model.base, model.revision, download=True)
     preset = detect_preset(source)
     loaded = _load(source, placement, preset)
     loaded.offload = offload
     _place(loaded.pipe, placement, offload)
-    _PIPELINES[key] = loaded
+    if cache:
+        _PIPELINES[key] = loaded
     return loaded
 
 
