@@ -92,8 +92,9 @@ def kohya_writer():
     return write_kohya
 
 
-def write_kohya_copy(lora_path: Path, kohya_path: Path, metadata: dict[str, str]) -> Path:
+def write_kohya_copy(lora_path: Path, kohya_path: Path, *, alpha: float, metadata: dict[str, str]) -> Path:
     """A kohya-format copy (``lora_unet_*`` keys with ``.alpha`` tensors) for ComfyUI and Forge."""
+    from safetensors.torch import load_file
+
     write_kohya = kohya_writer()
-    write_kohya(lora_path, kohya_path, metadata=metadata)
-    return kohya_path
+    return write_kohya(load_file(str(lora_path)), kohya_path, alpha=alpha, metadata=metadata)
