@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "lora",
     "sweep",
     "bench",
+    "train_lora",
 ]
 
 

@@ -193,7 +193,15 @@ def parse_set_option(option: str) -> tuple[str, Any]:
 
 
 class Layers:
-    """Collects raw values with where each came from, then builds one validated ``Config``."""
+    """Collects raw values with where each came from, then builds one validated ``Config``.
+
+    Another strict config (the training config) subclasses this and sets ``root`` (its top
+    dataclass), ``path_keys`` (keys holding paths relative to the file) and ``schema_note``.
+    """
+
+    root: type = None  # None: Config (defined above; a class attribute cannot name it before)
+    path_keys: tuple[str, ...] | None = None  # None: _PATH_KEYS
+    schema_note: str = SCHEMA_NOTE
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
@@ -203,23 +211,23 @@ class Layers:
         path = Path(path)
         data = read_toml(path)
         base_dir = path.resolve().parent
-        for key, value in _flatten(data, origin=str(path)):
-            self.set(key, _resolve_path_value(key, value, base_dir), origin=str(path))
+        for key, value in _flatten(data, origin=str(path), root=self.root, note=self.schema_note):
+            self.set(key, _resolve_path_value(key, value, base_dir, self.path_keys), origin=str(path))
 
     def add_dict(self, data: dict, origin: str = "config dict", base_dir: Path | None = None) -> None:
         """Like ``add_file`` for data already read; with ``base_dir``, relative paths are resolved against it."""
-        for key, value in _flatten(data, origin=origin):
+        for key, value in _flatten(data, origin=origin, root=self.root, note=self.schema_note):
             if base_dir is not None:
-                value = _resolve_path_value(key, value, base_dir)
+                value = _resolve_path_value(key, value, base_dir, self.path_keys)
             self.set(key, value, origin=origin)
 
     def set(self, key: str, value: Any, origin: str) -> None:
-        _check_known_key(key, origin)
+        _check_known_key(key, origin, root=self.root, note=self.schema_note)
         self.values[key] = value
         self.origins[key] = origin
 
-    def build(self) -> Config:
-        return _build_dataclass(Config, self.values, self.origins, prefix="")
+    def build(self):
+        return _build_dataclass(self.root or Config, self.values, self.origins, prefix="")
 
 
 def load_config(
@@ -280,21 +288,21 @@ def _type_hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
-def _flatten(data: dict, origin: str, prefix: str = ""):
+def _flatten(data: dict, origin: str, prefix: str = "", root=None, note: str = SCHEMA_NOTE):
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            _check_known_key(dotted, origin, section=True)
-            yield from _flatten(value, origin, prefix=dotted + ".")
+            _check_known_key(dotted, origin, section=True, root=root, note=note)
+            yield from _flatten(value, origin, prefix=dotted + ".", root=root, note=note)
         else:
             yield dotted, value
 
 
-def _check_known_key(dotted: str, origin: str, section: bool = False) -> None:
+def _check_known_key(dotted: str, origin: str, section: bool = False, root=None, note: str = SCHEMA_NOTE) -> None:
     parts = dotted.split(".")
-    hints = _type_hints(Config)
+    hints = _type_hints(root or Config)
     if parts[0] not in hints:
-        raise ConfigError(f"{origin}: {parts[0]!r} is not a config section (known: {', '.join(hints)}); {SCHEMA_NOTE}")
+        raise ConfigError(f"{origin}: {parts[0]!r} is not a config section (known: {', '.join(hints)}); {note}")
     if _list_item_class(hints[parts[0]]) is not None:
         if len(parts) > 1:  # arrays of tables ([[lora]]) are set whole; their items are checked when built
             raise ConfigError(f"{origin}: {dotted!r} cannot be set on its own; [[{parts[0]}]] entries are set whole")
@@ -436,8 +444,9 @@ def looks_like_hub_id(text: str) -> bool:
     return bool(_HUB_ID.match(text)) and not text.endswith(_WEIGHT_SUFFIXES)
 
 
-def _resolve_path_value(key: str, value: Any, base_dir: Path) -> Any:
+def _resolve_path_value(key: str, value: Any, base_dir: Path, path_keys: tuple[str, ...] | None = None) -> Any:
     """Make a config file's relative paths relative to the file; hub ids and names stay as written."""
+    path_keys = _PATH_KEYS if path_keys is None else path_keys
     if key == "lora" and isinstance(value, list):  # [[lora]] paths are relative to the config file too
         return [dict(item, path=str((base_dir / Path(item["path"]).expanduser()).resolve()))
                 if isinstance(item, dict) and isinstance(item.get("path"), str) and item["path"] else item
@@ -455,7 +464,7 @@ def _resolve_path_value(key: str, value: Any, base_dir: Path) -> Any:
         return value
     if key == "upscale.model" and "/" not in value and not value.endswith(_WEIGHT_SUFFIXES):
         return value  # an installed upscaler's name
-    if key in _PATH_KEYS and not Path(value).is_absolute():
+    if key in path_keys and not Path(value).is_absolute():
         if key == "model.base" and looks_like_hub_id(value) and not (base_dir / value).exists():
             return value
         return str((base_dir / value).resolve())

@@ -44,3 +44,11 @@ class LoraError(LocalFluxError):
 
 class UpscaleError(LocalFluxError):
     """An upscaler model or an input image cannot be used."""
+
+
+class DatasetError(LocalFluxError):
+    """A training dataset (images, captions, trigger word) cannot be used; found before any training step."""
+
+
+class TrainingError(LocalFluxError):
+    """A training run cannot start or resume (run folder, checkpoint, optimizer or hardware)."""

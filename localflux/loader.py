@@ -167,18 +167,20 @@ def _safetensors_keys(path: Path) -> list[str]:
 
 
 def load_model(model: ModelConfig, placement: Placement, offload: str = "none", *, memory_plan=None,
-               speed=None) -> LoadedModel:
+               speed=None, cache: bool = True) -> LoadedModel:
     """The pipeline for ``model`` on ``placement``; reused within the process when already loaded.
 
     ``memory_plan`` (a ``memory.plan.MemoryPlan``) picks weight formats and offload; ``speed`` (a
     ``SpeedConfig``) the fast path. Without them: full precision, ``offload``, eager.
+    ``cache=False`` loads a private copy, neither taken from nor kept in the cache (training
+    attaches adapters to it, which later renders in the same process must not see).
     """
     from .memory.formats import check_runnable
     from .memory.plan import MemoryPlan
 
     plan = memory_plan or MemoryPlan(offload=offload)
     key = (model.source, model.base, model.revision, placement.device, placement.dtype, plan, speed)
-    if key in _PIPELINES:
+    if cache and key in _PIPELINES:
         return _PIPELINES[key]
     source = describe_source(model.source, model.base, model.revision, download=True)
     preset = detect_preset(source)
@@ -192,7 +194,8 @@ def load_model(model: ModelConfig, placement: Placement, offload: str = "none", 
 
         prepare_lora_hotswap(loaded.pipe, speed)  # LoRAs, when loaded here, go between these two calls
         loaded.speed = apply_speed(loaded.pipe, speed, placement.device)
-    _PIPELINES[key] = loaded
+    if cache:
+        _PIPELINES[key] = loaded
     return loaded
 
 

@@ -1,0 +1,1 @@
+"""Subject-LoRA training: config, dataset, cache, trainer, checkpoints, previews (``localflux train-lora``)."""

@@ -1,0 +1,130 @@
+"""VAE latents and text embeddings, computed once and kept on disk.
+
+Each entry is one small ``.safetensors`` file named by the sha256 of what determines it: the base
+model's hash, the image bytes and bucket (latents) or the caption and T5 length (text), and the
+dtype. A rerun, a resume or a second process finds them and skips the VAE and text encoders, which
+can then leave the GPU for the whole of training. Files are written atomically (temp + rename); an
+unreadable entry is simply computed again.
+
+Latents are the mean of the VAE's latent distribution, normalised as FLUX expects
+(``(mean - shift_factor) * scaling_factor``): deterministic, so the cache key says everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..output import atomic_write_bytes, ensure_output_dir
+from .dataset import Dataset, pixels_for_bucket
+
+log = logging.getLogger(__name__)
+
+EMPTY_CAPTION = ""  # caption dropout trains on the embedding of the empty prompt
+
+
+@dataclass
+class TrainingCache:
+    latents: dict = field(default_factory=dict)  # (sample index, bucket) -> (16, h/8, w/8)
+    text: dict = field(default_factory=dict)  # caption -> (T5 sequence (L, D), CLIP pooled (D,))
+    computed: int = 0  # entries computed in this run (0 on a rerun)
+    loaded: int = 0
+
+
+def base_model_hash(loaded) -> str:
+    """sha256 over the base model's files (cached per file), or the tiny model's weight fingerprint."""
+    from ..hashing import sha256_file
+
+    if loaded.fingerprint:
+        return loaded.fingerprint
+    h = hashlib.sha256()
+    for path in sorted(loaded.files, key=lambda p: (p.parent.name, p.name)):
+        h.update(f"{path.parent.name}/{path.name}:{sha256_file(path)}\n".encode())
+    return h.hexdigest()
+
+
+def build_cache(pipe, dataset: Dataset, *, cache_dir: Path, model_hash: str, device: str,
+                max_sequence_length: int, progress: bool = False) -> TrainingCache:
+    """Latents for every (image, bucket) and embeddings for every caption plus the empty one."""
+    folder = ensure_output_dir(cache_dir)
+    cache = TrainingCache()
+    latent_jobs = sorted({(item.sample, item.bucket) for item in dataset.items})
+    captions = sorted(set(dataset.captions) | {EMPTY_CAPTION})
+    bar = _bar(len(latent_jobs) + len(captions), progress)
+    vae_dtype = str(pipe.vae.dtype)
+    for sample_index, bucket in latent_jobs:
+        sample = dataset.samples[sample_index]
+        key = _key("latent", model_hash, sample.sha256, bucket, vae_dtype)
+        cache.latents[(sample_index, bucket)] = _cached(
+            cache, folder / "latents" / f"{key}.safetensors",
+            lambda: {"latent": _encode_latent(pipe, sample.path, bucket, device)})["latent"]
+        _tick(bar)
+    text_dtype = str(pipe.text_encoder_2.dtype)
+    for caption in captions:
+        key = _key("text", model_hash, caption, max_sequence_length, text_dtype)
+        entry = _cached(cache, folder / "text" / f"{key}.safetensors",
+                        lambda: _encode_text(pipe, caption, device, max_sequence_length))
+        cache.text[caption] = (entry["t5"], entry["pooled"])
+        _tick(bar)
+    if bar is not None:
+        bar.close()
+    return cache
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _cached(cache: TrainingCache, path: Path, compute) -> dict:
+    from safetensors.torch import load, save
+
+    if path.is_file():
+        try:
+            tensors = load(path.read_bytes())
+            cache.loaded += 1
+            return tensors
+        except Exception as exc:  # safetensors raises several types for damaged files
+            log.warning("cache entry %s is unreadable (%s); computing it again", path, exc)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
+    ensure_output_dir(path.parent)
+    atomic_write_bytes(path, save(tensors), overwrite=True)
+    cache.computed += 1
+    # Training reads what a rerun would read, so a cached run and a fresh one see identical bytes.
+    return load(path.read_bytes())
+
+
+def _encode_latent(pipe, path: Path, bucket: tuple[int, int], device: str):
+    import torch
+
+    pixels = pixels_for_bucket(path, bucket)[None].to(device=device, dtype=pipe.vae.dtype)
+    with torch.no_grad():
+        mean = pipe.vae.encode(pixels).latent_dist.mean
+    config = pipe.vae.config
+    return ((mean - config.shift_factor) * config.scaling_factor)[0]
+
+
+def _encode_text(pipe, caption: str, device: str, max_sequence_length: int) -> dict:
+    import torch
+
+    with torch.no_grad():  # outside no_grad the embeddings differed from a render's in a check here
+        t5, pooled, _ = pipe.encode_prompt(prompt=caption, prompt_2=caption, device=device,
+                                           num_images_per_prompt=1, max_sequence_length=max_sequence_length)
+    return {"t5": t5[0], "pooled": pooled[0]}
+
+
+def _bar(total: int, progress: bool):
+    if not progress:
+        return None
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="caching latents and captions", unit="entry", file=sys.stderr, leave=False)
+
+
+def _tick(bar) -> None:
+    if bar is not None:
+        bar.update(1)

@@ -1,0 +1,262 @@
+"""Training images: scan and check a folder, caption it, bucket it, and fix the order of the data.
+
+Everything a bad dataset can get wrong is found by ``scan_dataset`` before the model is loaded:
+an empty or missing folder, unreadable or corrupt images, files that are not images, captions
+without an image, captions that never mention the subject. Each is a ``DatasetError`` naming
+the file.
+
+Buckets keep each image's aspect ratio: an image of aspect a trained at resolution R goes to the
+bucket (R*sqrt(a), R/sqrt(a)) rounded to multiples of 16, is resized to cover it and loses at most
+a few pixels to a centre crop; nothing is cropped square.
+
+The data order is a pure function of (seed, epoch): ``DataOrder`` shuffles item indices with a
+private generator, groups them by bucket into global micro-batches and shuffles those, so a run
+resumed at (epoch, index) sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DatasetError
+from .config import TRIGGER, DatasetConfig, fill_trigger
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+CAPTION_SUFFIX = ".txt"
+MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image file and its final caption (trigger filled in)."""
+
+    path: Path
+    caption: str
+    sha256: str  # of the file's bytes
+    width: int  # after EXIF orientation
+    height: int
+    regularization: bool = False
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training item: a sample at one bucket size (an image trained at two resolutions is two items)."""
+
+    sample: int  # index into Dataset.samples
+    bucket: tuple[int, int]  # (width, height) in pixels
+
+
+@dataclass(frozen=True)
+class Dataset:
+    samples: list[Sample]
+    items: list[Item]
+    sha256: str  # file bytes + captions + trigger
+
+    @property
+    def captions(self) -> list[str]:
+        return sorted({s.caption for s in self.samples})
+
+
+def scan_dataset(config: DatasetConfig) -> Dataset:
+    """Check the folder(s) and return the samples, bucketed items and dataset hash."""
+    samples = _scan_folder(Path(config.folder), config, regularization=False, what="dataset.folder")
+    if config.regularization_folder:
+        samples += _scan_folder(Path(config.regularization_folder), config, regularization=True,
+                                what="dataset.regularization_folder")
+    items = [Item(index, bucket_for(s.width, s.height, r))
+             for r in config.resolutions for index, s in enumerate(samples)]
+    return Dataset(samples, items, dataset_hash(samples, config))
+
+
+def dataset_hash(samples: list[Sample], config: DatasetConfig) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"trigger": config.trigger, "caption_template": config.caption_template}).encode())
+    for s in samples:
+        record = {"name": s.path.name, "regularization": s.regularization, "sha256": s.sha256, "caption": s.caption}
+        h.update(json.dumps(record, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _scan_folder(folder: Path, config: DatasetConfig, *, regularization: bool, what: str) -> list[Sample]:
+    if not folder.is_dir():
+        state = "is a file" if folder.exists() else "does not exist"
+        raise DatasetError(f"{what} {str(folder)!r} {state}; point it at a folder of images")
+    images, captions = {}, {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue  # hidden files (.DS_Store) and sub-folders (a cache) are not part of the dataset
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            images[path.stem] = path
+        elif suffix == CAPTION_SUFFIX:
+            captions[path.stem] = path
+        else:
+            raise DatasetError(f"{str(path)!r} in {what} is not a supported image ({', '.join(IMAGE_SUFFIXES)}) "
+                               "or .txt caption; convert it or move it out of the folder")
+    if not images:
+        raise DatasetError(f"{what} {str(folder)!r} has no images ({', '.join(IMAGE_SUFFIXES)}); add some")
+    orphans = sorted(set(captions) - set(images))
+    if orphans:
+        raise DatasetError(f"caption {str(captions[orphans[0]])!r} has no image of the same name in {what}; "
+                           "add the image or remove the caption")
+    stems = {}
+    for stem in images:
+        if stem.lower() in stems:
+            raise DatasetError(f"{str(images[stem])!r} and {str(images[stems[stem.lower()]])!r} share a name; "
+                               "a caption could not tell them apart, rename one")
+        stems[stem.lower()] = stem
+    samples = []
+    for stem, path in images.items():
+        caption = _caption(captions.get(stem), config, regularization)
+        data = _read_bytes(path)
+        width, height = image_size(path)
+        samples.append(Sample(path, caption, hashlib.sha256(data).hexdigest(), width, height, regularization))
+    return samples
+
+
+def _caption(path: Path | None, config: DatasetConfig, regularization: bool) -> str:
+    if path is None:
+        if regularization:
+            raise DatasetError("regularization images need their own .txt captions (a class prompt such as "
+                               "'photo of a woman', without [trigger]); one is missing")
+        return fill_trigger(config.caption_template, config.trigger)
+    raw = _read_bytes(path)
+    try:
+        text = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise DatasetError(f"caption {str(path)!r} is not UTF-8 text; save it as UTF-8") from None
+    if not text:
+        text = config.caption_template
+    if regularization:
+        if TRIGGER in text or config.trigger in text:
+            raise DatasetError(f"regularization caption {str(path)!r} mentions the trigger; regularization images "
+                               "show the class without the subject, remove the trigger")
+        return text
+    if TRIGGER not in text and config.trigger not in text:
+        raise DatasetError(f"caption {str(path)!r} mentions neither [trigger] nor {config.trigger!r}; "
+                           "put [trigger] where the subject is named")
+    return fill_trigger(text, config.trigger)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {str(path)!r} ({exc.strerror}); fix its permissions or remove it") from None
+
+
+def load_image(path: Path):
+    """The image as RGB with its EXIF orientation applied (RGBA on white, CMYK/gray/palette converted)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode everything now: a truncated file fails here, not mid-training
+            image = ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise DatasetError(f"{str(path)!r} is not a readable image ({reason}); re-export it or remove it") from None
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    image = load_image(path)
+    return image.width, image.height
+
+
+def bucket_for(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """(width, height) of area ~ resolution**2 with the image's aspect ratio, sides multiples of 16."""
+    aspect = width / height
+    bw = max(MULTIPLE, round(resolution * math.sqrt(aspect) / MULTIPLE) * MULTIPLE)
+    bh = max(MULTIPLE, round(resolution / math.sqrt(aspect) / MULTIPLE) * MULTIPLE)
+    return bw, bh
+
+
+def pixels_for_bucket(path: Path, bucket: tuple[int, int]):
+    """(3, H, W) float tensor in [-1, 1]: resized to cover the bucket, the few excess pixels centre-cropped."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    image = load_image(path)
+    bw, bh = bucket
+    scale = max(bw / image.width, bh / image.height)
+    size = (max(bw, math.ceil(image.width * scale - 1e-6)), max(bh, math.ceil(image.height * scale - 1e-6)))
+    image = image.resize(size, Image.Resampling.LANCZOS)
+    left, top = (size[0] - bw) // 2, (size[1] - bh) // 2
+    image = image.crop((left, top, left + bw, top + bh))
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+class DataOrder:
+    """The sequence of global micro-batches: a pure function of (seed, epoch, position).
+
+    A global micro-batch holds ``global_batch`` items of one bucket (the per-process batch times the
+    number of processes); process k trains on its k-th slice. A bucket whose item count is not a
+    multiple of the global batch is topped up with its own items from the start of its shuffled list.
+    """
+
+    def __init__(self, items: list[Item], global_batch: int, seed: int):
+        self.items = items
+        self.global_batch = global_batch
+        self.seed = seed
+        self.epoch = 0
+        self.index = 0
+        self._batches = self.batches_for_epoch(0)
+        self.batches_per_epoch = len(self._batches)  # the same every epoch: same items, same buckets
+
+    def batches_for_epoch(self, epoch: int) -> list[list[int]]:
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.items), generator=generator).tolist()
+        by_bucket: dict[tuple[int, int], list[int]] = {}
+        for index in order:
+            by_bucket.setdefault(self.items[index].bucket, []).append(index)
+        batches = []
+        for members in by_bucket.values():
+            for start in range(0, len(members), self.global_batch):
+                chunk = members[start:start + self.global_batch]
+                fill = 0
+                while len(chunk) < self.global_batch:
+                    chunk.append(members[fill % len(members)])
+                    fill += 1
+                batches.append(chunk)
+        shuffle = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in shuffle]
+
+    def next(self) -> list[int]:
+        if self.index >= len(self._batches):
+            self.epoch += 1
+            self.index = 0
+            self._batches = self.batches_for_epoch(self.epoch)
+        batch = self._batches[self.index]
+        self.index += 1
+        return batch
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def seek(self, position: dict) -> None:
+        self.epoch, self.index = int(position["epoch"]), int(position["index"])
+        self._batches = self.batches_for_epoch(self.epoch)
+
+
+def describe_dataset(dataset: Dataset) -> str:
+    buckets: dict[tuple[int, int], int] = {}
+    for item in dataset.items:
+        buckets[item.bucket] = buckets.get(item.bucket, 0) + 1
+    instance = sum(not s.regularization for s in dataset.samples)
+    lines = [f"images: {instance} subject, {len(dataset.samples) - instance} regularization",
+             f"items: {len(dataset.items)} in buckets " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(buckets.items())),
+             f"dataset sha256: {dataset.sha256}"]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""The trained LoRA as a file: diffusers/PEFT layout, alpha and the training record in its metadata.
+
+diffusers writes the tensors (``transformer.<module>.lora_A/B.weight``) and the adapter config
+(rank, alpha, targets) as ``lora_adapter_metadata`` via ``FluxPipeline.save_lora_weights``, so
+``load_lora_weights`` reads the file back with the right scale. localflux adds plain str -> str
+metadata (``localflux.*`` keys: training config, dataset and base-model hashes, trigger, steps,
+seed) and writes the result atomically. The same bytes back the previews, so a preview renders
+exactly what a user who loads the file renders.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from ..errors import TrainingError
+from ..output import atomic_write_bytes
+
+META_PREFIX = "localflux."
+
+
+def lora_state_dict(transformer, dtype: str, adapter_name: str = "default") -> dict:
+    """The adapter's tensors in diffusers/PEFT names (without the ``transformer.`` prefix), cast to ``dtype``."""
+    import torch
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+    return {k: v.detach().to("cpu", dtype=getattr(torch, dtype)).contiguous() for k, v in state.items()}
+
+
+def lora_file_bytes(transformer, dtype: str, metadata: dict[str, str]) -> bytes:
+    """The .safetensors bytes of the current adapter, as ``FluxPipeline.save_lora_weights`` lays it out."""
+    from diffusers import FluxPipeline
+    from diffusers.training_utils import _collate_lora_metadata
+    from safetensors import safe_open
+    from safetensors.torch import load, save
+
+    with tempfile.TemporaryDirectory(prefix="localflux-lora-") as folder:
+        FluxPipeline.save_lora_weights(folder, transformer_lora_layers=lora_state_dict(transformer, dtype),
+                                       weight_name="lora.safetensors",
+                                       **_collate_lora_metadata({"transformer": transformer}))
+        path = Path(folder) / "lora.safetensors"
+        with safe_open(str(path), framework="pt") as handle:
+            merged = dict(handle.metadata() or {})
+        tensors = load(path.read_bytes())
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise TypeError(f"safetensors metadata must be str -> str; {key!r} is {type(value).__name__}")  # a bug
+        merged[key] = value
+    return save(tensors, merged)
+
+
+def training_metadata(*, config, dataset_sha256: str, base_model_sha256: str, step: int) -> dict[str, str]:
+    from .. import __version__
+
+    return {
+        f"{META_PREFIX}version": __version__,
+        f"{META_PREFIX}kind": "subject-lora",
+        f"{META_PREFIX}training_config": config.to_json(),
+        f"{META_PREFIX}dataset_sha256": dataset_sha256,
+        f"{META_PREFIX}base_model": config.model.source,
+        f"{META_PREFIX}base_model_sha256": base_model_sha256,
+        f"{META_PREFIX}trigger": config.dataset.trigger,
+        f"{META_PREFIX}steps": str(step),
+        f"{META_PREFIX}seed": str(config.training.seed),
+        f"{META_PREFIX}rank": str(config.lora.rank),
+        f"{META_PREFIX}alpha": json.dumps(config.lora.alpha),
+    }
+
+
+def write_lora(path: Path, transformer, dtype: str, metadata: dict[str, str]) -> Path:
+    """Write the final LoRA; never overwrites."""
+    return atomic_write_bytes(Path(path), lora_file_bytes(transformer, dtype, metadata))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def kohya_writer():
+    """The LoRA feature's kohya writer, or a clear error when this build lacks it (checked before training)."""
+    try:
+        from ..lora.kohya import write_kohya
+    except ImportError:
+        raise TrainingError("output.kohya = true needs the kohya writer (localflux.lora.kohya), which this build of "
+                            "localflux lacks; set output.kohya = false (the diffusers-format file loads in diffusers "
+                            "and localflux)") from None
+    return write_kohya
+
+
+def write_kohya_copy(lora_path: Path, kohya_path: Path, *, alpha: float, metadata: dict[str, str]) -> Path:
+    """A kohya-format copy (``lora_unet_*`` keys with ``.alpha`` tensors) for ComfyUI and Forge."""
+    from safetensors.torch import load_file
+
+    write_kohya = kohya_writer()
+    return write_kohya(load_file(str(lora_path)), kohya_path, alpha=alpha, metadata=metadata)

@@ -1,0 +1,504 @@
+"""Train a subject LoRA on the FLUX transformer: peft adapters, accelerate, rectified-flow loss.
+
+Order of work (each stage fails before the next costs anything):
+1. ``preflight``: config rules, dataset scan, run-folder state, optimizer and kohya availability;
+   no weights are loaded, so every user error comes before any training step;
+2. load the base model on the CPU, cache latents and caption embeddings (main process first),
+   then only the transformer goes to the accelerator;
+3. add the LoRA (seeded init), optionally fp8 weight storage and gradient checkpointing;
+4. the loop: one optimizer step = ``gradient_accumulation`` micro-batches; every random draw
+   (timesteps, caption dropout, noise) comes from one private CPU generator, drawn for the whole
+   global micro-batch on every process, each process training on its slice;
+5. checkpoints, previews, and the final ``.safetensors``.
+
+Exact resume: a checkpoint holds LoRA, optimizer, scheduler, the generator state and the data
+position, and nothing else influences the next step, so resuming reproduces the uninterrupted
+run bit for bit on the CPU. Library code never touches the global RNG (the LoRA's init runs
+under a forked, seeded RNG).
+
+Loss (diffusers' FLUX DreamBooth script, BFL's rectified flow): x_t = (1 - s) x0 + s noise,
+the transformer predicts noise - x0 from packed x_t, timestep s and, for dev, a guidance value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, TrainingError
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .dataset import DataOrder, Dataset, scan_dataset
+
+log = logging.getLogger(__name__)
+
+KILL_ENV = "LOCALFLUX_TRAIN_KILL_AT"  # tests: "STEP" or "STEP.MICRO" -> SIGKILL just before that micro-batch
+# Config keys that may change between a run and its resume: they do not touch the numbers.
+RESUME_FREE = ("samples", "checkpoint", "output", "memory.gradient_checkpointing", "memory.cache_dir")
+
+
+@dataclass
+class Preflight:
+    config: TrainConfig
+    dataset: Dataset
+    run_dir: Path
+    lora_path: Path
+    resume_from: Path | None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    lora_path: Path
+    kohya_path: Path | None
+    steps: int
+    losses: list[float] = field(default_factory=list)  # mean loss of every optimizer step, from step 1
+    dataset_sha256: str = ""
+    base_model_sha256: str = ""
+    resumed_from: int | None = None
+    previews: list[Path] = field(default_factory=list)
+    main_process: bool = True  # False in the other processes of a multi-process run
+    cache_computed: int = 0  # cache entries computed by this run (0 when a rerun found them all)
+    pipe: object = None  # the training pipeline (with the adapter), for callers in the same process
+
+
+# ---------------------------------------------------------------- before any weights
+
+
+def preflight(config: TrainConfig, *, resume: bool = False) -> Preflight:
+    """Everything that can be checked without loading a model; raises a LocalFluxError on the first problem."""
+    if config.output.kohya:
+        from .export import kohya_writer
+
+        kohya_writer()
+    _check_optimizer(config)
+    _check_fp8(config)
+    dataset = scan_dataset(config.dataset)
+    run_dir = Path(config.output.dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"output.dir {str(run_dir)!r} is a file; choose a folder for the run")
+    lora_path = run_dir / f"{config.output.name}.safetensors"
+    if lora_path.exists():
+        raise TrainingError(f"{str(lora_path)!r} already exists: this run is finished; choose another output.dir "
+                            "or output.name to train again")
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None and not resume:
+        raise TrainingError(f"run folder {str(run_dir)!r} already holds checkpoints (last: {latest.name}); "
+                            "pass --resume to continue that run, or choose another output.dir")
+    return Preflight(config, dataset, run_dir, lora_path, latest if resume else None)
+
+
+def _check_optimizer(config: TrainConfig) -> None:
+    if config.optimizer.name != "adamw8bit":
+        return
+    import torch
+
+    if config.model.device == "cpu" or not torch.cuda.is_available():
+        raise TrainingError("optimizer.name = 'adamw8bit' uses bitsandbytes, which needs a CUDA GPU and none is in use "
+                            "here; use optimizer.name = 'adamw'")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TrainingError("optimizer.name = 'adamw8bit' needs bitsandbytes: pip install bitsandbytes "
+                            "(or use optimizer.name = 'adamw')") from None
+
+
+def _check_fp8(config: TrainConfig) -> None:
+    if not config.memory.fp8_base:
+        return
+    import torch
+
+    if not hasattr(torch, "float8_e4m3fn"):
+        raise TrainingError(f"memory.fp8_base needs torch with float8 support (this is torch {torch.__version__}); "
+                            "upgrade torch or set memory.fp8_base = false")
+
+
+# ---------------------------------------------------------------- the run
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Run (or resume) the training described by ``config``; returns where the LoRA went and the losses."""
+    import torch
+    from accelerate import Accelerator
+
+    from ..device import pick_device, pick_dtype, Placement
+    from ..loader import load_model
+    from ..presets import PRESETS
+    from .cache import base_model_hash, build_cache
+
+    pre = preflight(config, resume=resume)
+    device_name = pick_device(config.model.device)
+    mixed = config.training.mixed_precision
+    if mixed == "auto":
+        mixed = "no" if device_name == "cpu" else ("bf16" if pick_dtype(device_name) == "bfloat16" else "no")
+    accelerator = Accelerator(mixed_precision=mixed, cpu=device_name == "cpu")
+    device = str(accelerator.device)
+    main = accelerator.is_main_process
+    dtype = pick_dtype(device_name, config.model.dtype)
+
+    # Loaded on the CPU: the text encoders visit the accelerator only to fill the cache.
+    loaded = load_model(config.model, Placement("cpu", dtype), cache=False)
+    pipe = loaded.pipe
+    model_sha = base_model_hash(loaded)
+    max_len = PRESETS[loaded.preset].max_sequence_length
+    cache_dir = Path(config.memory.cache_dir or pre.run_dir / "cache")
+    with accelerator.main_process_first():
+        _helpers(pipe, device)
+        cache = build_cache(pipe, pre.dataset, cache_dir=cache_dir, model_hash=model_sha, device=device,
+                            max_sequence_length=max_len, progress=progress and main)
+        _helpers(pipe, "cpu")
+
+    transformer = pipe.transformer
+    add_lora(transformer, config, device=device)
+    if config.memory.fp8_base:
+        transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=getattr(torch, dtype))
+    transformer.to(device)
+    if config.memory.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    named = {n: p for n, p in transformer.named_parameters() if p.requires_grad}
+    optimizer = make_optimizer(config, list(named.values()))
+    order = DataOrder(pre.dataset.items, config.training.batch_size * accelerator.num_processes, config.training.seed)
+    total = total_steps(config, order.batches_per_epoch)
+    scheduler = make_scheduler(config, optimizer, total)
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+    generator = torch.Generator("cpu").manual_seed(config.training.seed)
+
+    step, losses, resumed_from = 0, [], None
+    state_base = {"config": config.to_dict(), "dataset_sha256": pre.dataset.sha256,
+                  "base_model_sha256": model_sha, "processes": accelerator.num_processes}
+    if pre.resume_from is not None:
+        step, losses = _resume(pre.resume_from, state_base, named, optimizer, scheduler, generator, order)
+        resumed_from = step
+    elif resume and main:
+        print(f"localflux: no checkpoint in {pre.run_dir}; starting at step 0", file=sys.stderr)
+    if main:
+        from ..output import ensure_output_dir
+        from .previews import discard_after
+
+        ensure_output_dir(pre.run_dir)
+        ckpt.remove_incomplete(pre.run_dir)
+        discard_after(pre.run_dir, step if pre.resume_from is not None else -1)  # previews of an abandoned future
+    accelerator.wait_for_everyone()
+
+    metadata = lambda at: _metadata(config, pre.dataset.sha256, model_sha, at)  # noqa: E731
+    previews = []
+    if config.samples.every and config.samples.at_start and step == 0:
+        previews += _previews(accelerator, config, loaded, transformer, 0, pre.run_dir, device, metadata(0))
+
+    kill_at = _kill_point()
+    guidance_embeds = bool(transformer.config.guidance_embeds)
+    bar = _progress(total, step, progress and main)
+    local = slice(accelerator.process_index * config.training.batch_size,
+                  (accelerator.process_index + 1) * config.training.batch_size)
+    accum = config.training.gradient_accumulation
+    while step < total:
+        step += 1
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(accum):
+            if kill_at == (step, micro):
+                os.kill(os.getpid(), signal.SIGKILL)
+            batch = _draw_batch(order.next(), pre.dataset, cache, config, generator, pipe, loaded.preset)
+            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+            with sync:
+                with accelerator.autocast():
+                    loss = flow_loss(model, **_slice(batch, local), device=device, dtype=getattr(torch, dtype),
+                                     guidance=config.training.guidance if guidance_embeds else None,
+                                     vae_scale_factor=pipe.vae_scale_factor)
+                accelerator.backward(loss / accum)
+            loss_sum += loss.detach()
+        if config.optimizer.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(list(named.values()), config.optimizer.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = float(accelerator.reduce(loss_sum / accum, reduction="mean"))
+        if not math.isfinite(step_loss):
+            raise TrainingError(f"the loss became {step_loss} at step {step}; lower optimizer.lr "
+                                "(or use mixed_precision = 'bf16' rather than fp16)")
+        losses.append(step_loss)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        if step % config.checkpoint.every == 0:
+            if main:
+                state = dict(state_base, step=step, position=order.position(), losses=losses,
+                             rng=ckpt.encode_rng(generator.get_state()))
+                ckpt.save_checkpoint(pre.run_dir, step, lora={n: p.detach().float() for n, p in named.items()},
+                                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                                     state=state, keep=config.checkpoint.keep)
+            accelerator.wait_for_everyone()
+        if config.samples.every and (step % config.samples.every == 0 or step == total):
+            previews += _previews(accelerator, config, loaded, transformer, step, pre.run_dir, device, metadata(step))
+    if bar is not None:
+        bar.close()
+
+    kohya_path = None
+    if main:
+        from .export import write_kohya_copy, write_lora
+
+        write_lora(pre.lora_path, transformer, config.output.dtype, metadata(step))
+        if config.output.kohya:
+            kohya_path = write_kohya_copy(pre.lora_path, pre.run_dir / f"{config.output.name}.kohya.safetensors",
+                                          alpha=config.lora.alpha, metadata=metadata(step))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(pre.run_dir, pre.lora_path, kohya_path, step, losses, pre.dataset.sha256, model_sha,
+                       resumed_from, previews, main, cache.computed, pipe)
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def add_lora(transformer, config: TrainConfig, *, device: str = "cpu") -> list[str]:
+    """Freeze the transformer and add the ``default`` adapter on the configured modules; returns their names."""
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from diffusers.training_utils import cast_training_params
+
+    targets = lora_target_modules(transformer, config)
+    transformer.requires_grad_(False)
+    peft_config = PeftLoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, target_modules=targets,
+                                 init_lora_weights=True)
+    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):  # seeded init without touching the caller's RNG
+        torch.manual_seed(config.training.seed)
+        transformer.add_adapter(peft_config)
+    cast_training_params(transformer, dtype=torch.float32)  # LoRA in fp32 even on a bf16 base
+    return targets
+
+
+def lora_target_modules(transformer, config: TrainConfig) -> list[str]:
+    """Full module names for ``lora.targets`` inside the selected double and single blocks."""
+    import torch
+
+    wanted = set(config.lora.targets)
+    seen, names = set(), []
+    for prefix, blocks, selected in (("transformer_blocks", transformer.transformer_blocks, config.lora.double_blocks),
+                                     ("single_transformer_blocks", transformer.single_transformer_blocks,
+                                      config.lora.single_blocks)):
+        indices = range(len(blocks)) if selected is None else selected
+        key = "double_blocks" if prefix == "transformer_blocks" else "single_blocks"
+        bad = [i for i in indices if i >= len(blocks)]
+        if bad:
+            raise ConfigError(f"lora.{key} has {bad[0]}, but this model has {len(blocks)} such blocks "
+                              f"(0 to {len(blocks) - 1})")
+        for index, block in enumerate(blocks):
+            for name, module in block.named_modules():
+                if name in wanted and isinstance(module, torch.nn.Linear):
+                    seen.add(name)
+                    if index in indices:
+                        names.append(f"{prefix}.{index}.{name}")
+    unknown = sorted(wanted - seen)
+    if unknown:
+        raise ConfigError(f"lora.targets has {unknown[0]!r}, which names no linear layer in a FLUX block; "
+                          "see configs/train-subject.toml for the names")
+    if not names:
+        raise ConfigError("lora.targets and the selected blocks leave no layer to train; select more blocks")
+    return names
+
+
+def make_optimizer(config: TrainConfig, params: list):
+    import torch
+
+    o = config.optimizer
+    if o.name == "adamw8bit":
+        import bitsandbytes as bnb  # availability checked in preflight
+
+        cls = bnb.optim.AdamW8bit
+    else:
+        cls = torch.optim.AdamW
+    return cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+
+
+def make_scheduler(config: TrainConfig, optimizer, total: int):
+    from diffusers.optimization import get_scheduler
+
+    # Stepped once per optimizer step by the loop itself (not prepared by accelerate, which would
+    # step it once per process).
+    return get_scheduler(config.optimizer.scheduler, optimizer, num_warmup_steps=config.optimizer.warmup_steps,
+                         num_training_steps=total)
+
+
+def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
+    if config.training.steps is not None:
+        return config.training.steps
+    return math.ceil(config.training.epochs * batches_per_epoch / config.training.gradient_accumulation)
+
+
+def sample_sigmas(kind: str, generator, count: int, *, mean: float, std: float, seq_len: int, scheduler_config) -> "object":
+    """Noise levels in (0, 1): uniform, logit-normal (SD3), or logit-normal shifted by image size as FLUX samples."""
+    import torch
+
+    from .. import schedule
+
+    if kind == "uniform":
+        return torch.rand(count, generator=generator)
+    u = torch.sigmoid(torch.randn(count, generator=generator) * std + mean)
+    if kind == "flux_shift":
+        mu = schedule.mu_for(seq_len, dict(scheduler_config))
+        u = math.exp(mu) / (math.exp(mu) + (1 / u - 1))  # schedule.time_shift, on a tensor
+    return u
+
+
+def _draw_batch(indices: list[int], dataset: Dataset, cache, config: TrainConfig, generator, pipe, preset: str) -> dict:
+    """The global micro-batch and its random draws (same on every process, in a fixed order)."""
+    import torch
+
+    from .. import schedule
+    from .cache import EMPTY_CAPTION
+
+    items = [dataset.items[i] for i in indices]
+    latents = torch.stack([cache.latents[(it.sample, it.bucket)] for it in items]).float()
+    width, height = items[0].bucket
+    t = config.training
+    sigmas = sample_sigmas(t.timesteps, generator, len(items), mean=t.logit_mean, std=t.logit_std,
+                           seq_len=schedule.image_seq_len(width, height), scheduler_config=pipe.scheduler.config)
+    dropped = torch.rand(len(items), generator=generator) < config.dataset.caption_dropout
+    noise = torch.randn(latents.shape, generator=generator)
+    captions = [EMPTY_CAPTION if drop else dataset.samples[it.sample].caption for it, drop in zip(items, dropped.tolist())]
+    weights = torch.tensor([config.dataset.regularization_weight if dataset.samples[it.sample].regularization else 1.0
+                            for it in items])
+    return {"latents": latents, "noise": noise, "sigmas": sigmas,
+            "t5": torch.stack([cache.text[c][0] for c in captions]),
+            "pooled": torch.stack([cache.text[c][1] for c in captions]), "weights": weights}
+
+
+def _slice(batch: dict, local: slice) -> dict:
+    return {k: v[local] for k, v in batch.items()}
+
+
+def flow_loss(model, *, latents, noise, sigmas, t5, pooled, weights, device: str, dtype, guidance: float | None,
+              vae_scale_factor: int = 8):
+    """Weighted mean over items of the rectified-flow MSE between the prediction and noise - latents."""
+    import torch
+    from diffusers import FluxPipeline
+
+    latents, noise = latents.to(device), noise.to(device)
+    b, c, h, w = latents.shape
+    s = sigmas.to(device).view(b, 1, 1, 1)
+    noisy = ((1 - s) * latents + s * noise).to(dtype)
+    packed = FluxPipeline._pack_latents(noisy, b, c, h, w)
+    img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, device, dtype)
+    txt_ids = torch.zeros(t5.shape[1], 3, device=device, dtype=dtype)
+    pred = model(hidden_states=packed, timestep=sigmas.to(device, dtype),
+                 guidance=None if guidance is None else torch.full((b,), guidance, device=device, dtype=dtype),
+                 pooled_projections=pooled.to(device, dtype), encoder_hidden_states=t5.to(device, dtype),
+                 txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+    pred = FluxPipeline._unpack_latents(pred, h * vae_scale_factor, w * vae_scale_factor, vae_scale_factor)
+    per_item = ((pred.float() - (noise - latents).float()) ** 2).mean(dim=(1, 2, 3))
+    return (per_item * weights.to(device)).mean()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _resume(path: Path, state_base: dict, named: dict, optimizer, scheduler, generator, order: DataOrder):
+    import torch
+
+    found = ckpt.load_checkpoint(path)
+    state = found.state
+    for key in ("dataset_sha256", "base_model_sha256", "processes"):
+        if state.get(key) != state_base[key]:
+            what = {"dataset_sha256": "the dataset (images, captions or trigger) changed",
+                    "base_model_sha256": "the base model changed",
+                    "processes": f"it ran on {state.get(key)} process(es), this run has {state_base[key]}"}[key]
+            raise TrainingError(f"cannot resume from {str(path)!r}: {what}; restore it or start a new run")
+    changed = _changed_key(state.get("config", {}), state_base["config"])
+    if changed:
+        raise TrainingError(f"cannot resume from {str(path)!r}: {changed} differs from the checkpoint's config; "
+                            "put it back or start a new run in another output.dir")
+    missing = sorted(set(named) ^ set(found.lora))
+    if missing:
+        raise TrainingError(f"checkpoint {str(path)!r} does not match this LoRA ({missing[0]}); start a new run")
+    with torch.no_grad():
+        for name, param in named.items():
+            param.copy_(found.lora[name])
+    optimizer.load_state_dict(found.optimizer)
+    scheduler.load_state_dict(found.scheduler)
+    generator.set_state(ckpt.decode_rng(state["rng"]))
+    order.seek(state["position"])
+    return found.step, list(state.get("losses", []))
+
+
+def _changed_key(old: dict, new: dict, prefix: str = "") -> str | None:
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}{key}"
+        if dotted in RESUME_FREE:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _changed_key(a, b, dotted + ".")
+            if found:
+                return found
+        elif a != b:
+            return dotted
+    return None
+
+
+def _metadata(config: TrainConfig, dataset_sha: str, model_sha: str, step: int) -> dict[str, str]:
+    from .export import training_metadata
+
+    return training_metadata(config=config, dataset_sha256=dataset_sha, base_model_sha256=model_sha, step=step)
+
+
+def _previews(accelerator, config, loaded, transformer, step, run_dir, device, metadata) -> list[Path]:
+    paths = []
+    if accelerator.is_main_process:
+        from .export import lora_file_bytes
+        from .previews import render_previews
+
+        trainable = [p for p in transformer.parameters() if p.requires_grad]
+        paths = render_previews(config, loaded, lora_file_bytes(transformer, config.output.dtype, metadata),
+                                step, run_dir, device)
+        for param in trainable:  # switching adapters must leave the training adapter trainable
+            param.requires_grad_(True)
+    accelerator.wait_for_everyone()
+    return paths
+
+
+def _helpers(pipe, device: str) -> None:
+    for name in ("text_encoder", "text_encoder_2", "vae"):
+        getattr(pipe, name).to(device)
+
+
+def _kill_point() -> tuple[int, int] | None:
+    text = os.environ.get(KILL_ENV)
+    if not text:
+        return None
+    step, _, micro = text.partition(".")
+    return int(step), int(micro or 0)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="training", unit="step", file=sys.stderr)
+
+
+def describe_run(pre: Preflight) -> str:
+    """What ``train-lora --dry-run`` prints: the dataset and the plan, checked, without loading weights."""
+    from .dataset import describe_dataset
+
+    c = pre.config
+    per_step = c.training.batch_size * c.training.gradient_accumulation
+    lines = [
+        f"model: {c.model.source}",
+        describe_dataset(pre.dataset),
+        f"trigger: {c.dataset.trigger}",
+        f"lora: rank {c.lora.rank}, alpha {c.lora.alpha:g}, {len(c.lora.targets)} target names",
+        f"steps: {c.training.steps if c.training.steps is not None else str(c.training.epochs) + ' epoch(s)'}, "
+        f"{per_step} image(s) per step per process, optimizer {c.optimizer.name} lr {c.optimizer.lr:g}",
+        f"output: {pre.lora_path}" + (f" (resuming from {pre.resume_from.name})" if pre.resume_from else ""),
+        "config: " + json.dumps(c.to_dict(), sort_keys=True),
+    ]
+    return "\n".join(lines)
