@@ -82,9 +82,16 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if suffix in PTH_SUFFIXES:
         try:
             loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))  # torch names the blocked global it met
+            if found:
+                raise UpscaleError(
+                    f"{str(path)!r} contains Python objects or code ({found.group(1)}), not just tensors; refusing to unpickle it "
+                    "(convert it to .safetensors with a tool you trust)"
+                ) from None
             raise UpscaleError(
-                f"{str(path)!r} contains Python objects or code, not just tensors; refusing to unpickle it (convert it to .safetensors with a tool you trust)"
+                f"upscaler weights {str(path)!r} are not a readable tensor-only PyTorch file (corrupt, or holding objects that "
+                "safe loading refuses); re-download them or convert them to .safetensors"
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
             raise UpscaleError(f"upscaler weights {str(path)!r} are not a readable PyTorch file ({_short(exc)}); re-download them") from None
