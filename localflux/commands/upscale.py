@@ -1,0 +1,94 @@
+"""``localflux upscale INPUT...``: Real-ESRGAN upscaling of existing images.
+
+Parser only here; torch and the model load inside :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = "upscaled"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "upscale",
+        help="upscale images with Real-ESRGAN (any scale 1 < s <= 8)",
+        description=(
+            "Upscale images with a Real-ESRGAN model: the network runs at its native scale, then Lanczos "
+            "resamples to exactly round(w*s) x round(h*s).  Outputs are PNG named <stem>-x<scale>.png, "
+            "never overwriting; a localflux recipe in the input is kept and gains an upscale step.  See docs/upscale.md."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files to upscale")
+    parser.add_argument("--model", default=None, help="registry name (see 'localflux weights list') or a .safetensors/.pth path; default: realesrgan-x2plus for scale <= 2 if installed, else realesrgan-x4plus")
+    parser.add_argument("--scale", type=float, default=2.0, help="output scale, 1 < S <= 8 (default 2)")
+    parser.add_argument("--tile", type=int, default=None, help="core tile size in input pixels (default: from free memory)")
+    parser.add_argument("--overlap", type=int, default=None, help="blended overlap per tile side in input pixels (default 32)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the model runs (default auto)")
+    parser.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"], help="precision (default: fp16 on GPU, fp32 on CPU)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _validate_inputs(inputs: list[str]) -> list[Path]:
+    from PIL import Image, UnidentifiedImageError
+
+    from ..errors import UpscaleError
+
+    paths = []
+    for text in inputs:
+        path = Path(text)
+        if not path.is_file():
+            raise UpscaleError(f"input image {text!r} not found")
+        try:
+            with Image.open(path) as image:
+                image.verify()  # header + checksums, cheap; catches most corrupt files before anything is written
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise UpscaleError(f"input {text!r} is not an image Pillow can read; pass PNG, JPEG, WebP or another image file") from None
+        paths.append(path)
+    return paths
+
+
+def _scale_label(scale: float) -> str:
+    return f"x{scale:g}"
+
+
+def run(args) -> int:
+    from ..errors import OutputError, UpscaleError
+    from ..output import atomic_write_bytes, ensure_output_dir, unique_path
+
+    # Everything that can be checked cheaply is checked before any file is written.
+    from ..upscale.stage import check_scale, choose_model
+
+    scale = check_scale(args.scale)
+    if args.tile is not None and args.tile < 1:
+        raise UpscaleError(f"--tile must be a positive number of pixels, not {args.tile}")
+    if args.overlap is not None and args.overlap < 0:
+        raise UpscaleError(f"--overlap must be 0 or more pixels, not {args.overlap}")
+    out = Path(args.out)
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"output folder {str(out)!r} cannot be used because {str(parent)!r} is a file; choose another --out")
+    inputs = _validate_inputs(args.inputs)
+
+    from ..upscale.stage import Upscaler, upscale_file
+
+    upscaler = Upscaler.load(choose_model(args.model, scale), device=args.device, dtype=args.dtype)
+    folder = ensure_output_dir(out)
+    reserved: set[Path] = set()
+    for path in inputs:
+        data, record = upscale_file(path, upscaler, scale, tile=args.tile, overlap=args.overlap)
+        target = unique_path(folder, f"{path.stem}-{_scale_label(scale)}", ".png", reserved)
+        atomic_write_bytes(target, data)
+        reserved.add(target)
+        print(
+            f"localflux: {path} -> {target} ({record['model']} x{record['native_scale']}, tile {record['tile']}, "
+            f"overlap {record['overlap']}, {record['tiles']} tiles, {record['device']} {record['dtype']})",
+            file=sys.stderr,
+        )
+        print(target)
+    return 0

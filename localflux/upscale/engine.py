@@ -1,0 +1,226 @@
+"""Run an upscaler network over an image, tile by tile, with realesrgan-ncnn-vulkan's conventions.
+
+Conventions (matched against the ncnn engine's output, see tests/test_upscale_golden.py):
+
+* the input is scaled to [0, 1] and reflect-padded by ``BORDER`` = 10 px before the network runs,
+  and ``BORDER * scale`` px are cropped from each side of the output;
+* inside the image a tile's 10 px context comes from real neighbouring pixels, so reflection only
+  ever happens at the image border;
+* floats go back to integers as ``trunc(clamp(x * max + 0.5, 0, max))`` (``max`` = 255 or 65535).
+
+Tiling: ``tile`` is the core size in input pixels and is honoured exactly; every tile also computes
+``overlap`` extra pixels on each side that are blended with linear (feathered) weights.  The
+default overlap of 32 px was chosen by measurement on a real photo with x4plus (9 tiles of 64 px):
+overlap 16 -> 49.6 dB, 24 -> 52.4 dB, 32 -> 54.3 dB tiled vs untiled; x4plus's receptive field is
+wide, so 16 px falls short of the 50 dB requirement (see docs/upscale.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..errors import DeviceError, UpscaleError
+from .tiling import Span, axis_weights, plan_tiles
+
+log = logging.getLogger(__name__)
+
+BORDER = 10
+DEFAULT_OVERLAP = 32
+MIN_TILE = 32
+CPU_TILE_CAP = 1024  # x4plus needs ~16 KB of activations per input px in fp32: 1024^2 is ~17 GB
+GPU_TILE_CAP = 2048
+
+
+@dataclass
+class RunInfo:
+    """What actually happened; recorded in the PNG recipe so a run can be reproduced."""
+
+    tile: int
+    overlap: int
+    tiles: int
+    device: str
+    dtype: str
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an unavailable explicit choice is a user error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was requested but torch sees no CUDA GPU; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("--device mps was requested but MPS is not available; use --device cpu or auto")
+    if name not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def pick_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
+    """fp16 on GPUs (bf16 on request), fp32 on CPU where half precision is slow and inexact."""
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if name in (None, "auto"):
+        return torch.float32 if device.type == "cpu" else torch.float16
+    if name not in table:
+        raise DeviceError(f"unknown dtype {name!r}; use auto, fp32, fp16 or bf16")
+    if device.type == "cpu" and table[name] != torch.float32:
+        raise DeviceError(f"dtype {name} is not supported on CPU for upscaling; use fp32")
+    return table[name]
+
+
+def _bytes_per_input_pixel(model: torch.nn.Module, scale: int, elem: int) -> int:
+    # Peak activations live at the output resolution: about 4 feature maps of num_feat channels
+    # (RRDBNet's conv_up2/conv_hr stage) or the pixel-shuffle input (SRVGG).  Rough, but on the safe side.
+    num_feat = next(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    return elem * (4 * scale * scale * num_feat + 12 * num_feat)
+
+
+def auto_tile(model: torch.nn.Module, scale: int, device: torch.device, dtype: torch.dtype, height: int, width: int, overlap: int = DEFAULT_OVERLAP) -> int:
+    """Tile size from free memory: the whole image if it fits, else the fewest balanced tiles.
+
+    Budget: half the free CUDA memory, or a quarter of the available RAM on CPU/MPS; the window a
+    tile computes is ``tile + 2*overlap + 2*BORDER`` px wide.  Capped (1024 px CPU, 2048 px GPU) so
+    a wrong memory reading cannot ask for absurd allocations.
+    """
+    elem = torch.finfo(dtype).bits // 8
+    per_pixel = _bytes_per_input_pixel(model, scale, elem)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        budget, cap = free * 0.5, GPU_TILE_CAP
+    else:
+        budget, cap = _available_ram() * 0.25, CPU_TILE_CAP
+    longest = max(height, width)
+    if (height + 2 * BORDER) * (width + 2 * BORDER) * per_pixel <= budget and longest <= cap:
+        return longest  # one pass: no overlap recomputation at all
+    window = int((budget / per_pixel) ** 0.5)
+    core = max(MIN_TILE, min(cap, window - 2 * (BORDER + overlap)))
+    count = -(-longest // core)  # ceil: fewest tiles per axis, then spread the pixels evenly over them
+    return max(MIN_TILE, -(-longest // count))
+
+
+def _available_ram() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 1024**3  # unknown platform: assume a modest 4 GiB
+
+
+class Engine:
+    """A loaded network on a device, ready to upscale float RGB arrays."""
+
+    def __init__(self, model: torch.nn.Module, scale: int, device: torch.device, dtype: torch.dtype, pad_multiple: int = 1):
+        self.scale = scale
+        self.device = device
+        self.dtype = dtype
+        self.pad_multiple = pad_multiple
+        self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        self.model = model.eval().to(device=device, dtype=dtype, memory_format=self.memory_format)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Network on one padded tile (1x3xHxW float32 on CPU) -> float32 CPU output."""
+        h, w = x.shape[-2:]
+        m = self.pad_multiple
+        extra_h, extra_w = (-h) % m, (-w) % m
+        if extra_h or extra_w:  # pixel-unshuffle models (x2plus) need sizes divisible by 2 (or 4)
+            x = F.pad(x, (0, extra_w, 0, extra_h), mode="reflect")
+        x = x.to(device=self.device, dtype=self.dtype).contiguous(memory_format=self.memory_format)
+        y = self.model(x)
+        y = y[..., : h * self.scale, : w * self.scale]
+        return y.to(device="cpu", dtype=torch.float32)
+
+    def upscale(self, rgb: np.ndarray, *, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, progress: bool = True) -> tuple[np.ndarray, RunInfo]:
+        """Upscale ``rgb`` (HxWx3 float32 in [0, 1]) by the model's native scale.
+
+        Returns the raw float output (not clamped) and the tile/overlap/device actually used.  On a
+        CUDA out-of-memory error the whole image is redone with half the tile size (said on stderr).
+        """
+        if overlap < 0:
+            raise UpscaleError(f"overlap must be 0 or more pixels, not {overlap}")
+        if tile is not None and tile < 1:
+            raise UpscaleError(f"tile must be at least 1 pixel, not {tile}")
+        if tile is None:
+            tile = auto_tile(self.model, self.scale, self.device, self.dtype, rgb.shape[0], rgb.shape[1], overlap)
+        while True:
+            try:
+                with torch.inference_mode():
+                    out, count = self._run_tiles(rgb, tile, overlap, progress)
+                return out, RunInfo(tile, overlap, count, self.device.type, str(self.dtype).replace("torch.", ""))
+            except torch.OutOfMemoryError:
+                if tile <= MIN_TILE:
+                    raise UpscaleError(f"out of GPU memory even with {tile} px tiles; close other GPU programs or use --device cpu") from None
+                tile = max(MIN_TILE, tile // 2)
+                print(f"localflux: out of GPU memory; retrying with --tile {tile}", file=sys.stderr)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _run_tiles(self, rgb: np.ndarray, tile: int, overlap: int, progress: bool) -> tuple[np.ndarray, int]:
+        height, width = rgb.shape[:2]
+        s = self.scale
+        # Reflect-pad once; tiles then slice their context from it, so reflection happens only at the border.
+        padded = np.pad(rgb, ((BORDER, BORDER), (BORDER, BORDER), (0, 0)), mode="reflect")
+        source = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
+        tiles = plan_tiles(height, width, tile, overlap)
+        if len(tiles) == 1:
+            out = self._forward(source)[0, :, BORDER * s : -BORDER * s, BORDER * s : -BORDER * s]
+            return out.permute(1, 2, 0).numpy(), 1
+        acc = torch.zeros((3, height * s, width * s), dtype=torch.float32)
+        weight_sum = torch.zeros((height * s, width * s), dtype=torch.float32)
+        bar = _progress_bar(len(tiles), progress)
+        # Every tile computes a window of the same size (shifted inward at the image border, where it
+        # just takes more real context): on CPU, oneDNN compiles kernels per input shape, and a
+        # new shape costs seconds for x4plus, so one shape per image keeps tiling cheap.
+        win_y, win_x = min(height, tile + 2 * overlap), min(width, tile + 2 * overlap)
+        try:
+            for t in tiles:
+                y0 = max(0, min(t.y.ext0, height - win_y))
+                x0 = max(0, min(t.x.ext0, width - win_x))
+                piece = source[:, :, y0 : y0 + win_y + 2 * BORDER, x0 : x0 + win_x + 2 * BORDER]
+                out = self._forward(piece)
+                top, left = (t.y.ext0 - y0 + BORDER) * s, (t.x.ext0 - x0 + BORDER) * s
+                out = out[0, :, top : top + (t.y.ext1 - t.y.ext0) * s, left : left + (t.x.ext1 - t.x.ext0) * s]
+                wy = torch.from_numpy(axis_weights(t.y, height, overlap, s))
+                wx = torch.from_numpy(axis_weights(t.x, width, overlap, s))
+                w2 = wy[:, None] * wx[None, :]
+                ys, xs = _out_slice(t.y, s), _out_slice(t.x, s)
+                acc[:, ys, xs] += out * w2
+                weight_sum[ys, xs] += w2
+                bar.update(1)
+        finally:
+            bar.close()
+        return (acc / weight_sum).permute(1, 2, 0).numpy(), len(tiles)
+
+
+def _out_slice(span: Span, scale: int) -> slice:
+    return slice(span.ext0 * scale, span.ext1 * scale)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    # disable=None: tqdm hides itself when stderr is not a terminal (logs, tests).
+    return tqdm(total=total, unit="tile", desc="upscale", file=sys.stderr, disable=None if enabled else True, leave=False)
+
+
+def to_integer(values: np.ndarray, max_value: int) -> np.ndarray:
+    """ncnn-vulkan's float -> integer rule: ``trunc(clamp(x * max + 0.5))``."""
+    dtype = np.uint8 if max_value == 255 else np.uint16
+    return np.clip(values * max_value + 0.5, 0, max_value).astype(dtype)

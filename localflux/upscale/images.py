@@ -1,0 +1,176 @@
+"""Image modes, bit depths, resampling and PNG text chunks around the upscaler network.
+
+The network only sees RGB floats in [0, 1].  Everything else is handled here:
+
+* grey (L, I;16) is fed as three equal channels and turned back into grey with ITU-R 601 luma;
+* alpha never goes through the network: it is resized with Lanczos straight to the final size;
+* 16-bit input (I;16, and 48/64-bit RGB/RGBA or 32-bit LA PNGs, read by :mod:`.pngio`) gives
+  16-bit output; 8-bit gives 8-bit.  Palette images become RGB(A), 1-bit becomes L;
+* text chunks (the ``localflux`` JSON recipe, A1111's ``parameters``, any others) are kept.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from ..errors import UpscaleError
+from . import pngio
+
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+RECIPE_KEY = "localflux"
+
+
+@dataclass
+class Picture:
+    """An image split the way the upscaler needs it."""
+
+    color: np.ndarray  # float32 HxWx3 in [0, 1] (grey replicated to 3 channels)
+    alpha: np.ndarray | None  # float32 HxW in [0, 1], or None
+    gray: bool
+    bits: int  # 8 or 16
+    text: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.color.shape[1], self.color.shape[0]
+
+    @property
+    def max_value(self) -> int:
+        return 65535 if self.bits == 16 else 255
+
+
+def _from_samples(samples: np.ndarray, bits: int, text: dict[str, str]) -> Picture:
+    """``samples``: integer HxWxC with C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)."""
+    scale = np.float32(65535.0 if bits == 16 else 255.0)
+    values = samples.astype(np.float32) / scale
+    channels = values.shape[2]
+    gray = channels in (1, 2)
+    color = np.repeat(values[:, :, :1], 3, axis=2) if gray else values[:, :, :3]
+    alpha = values[:, :, channels - 1] if channels in (2, 4) else None
+    return Picture(np.ascontiguousarray(color), alpha, gray, bits, text)
+
+
+def picture_from_pil(image: Image.Image, text: dict[str, str] | None = None) -> Picture:
+    """Split a Pillow image (8-bit modes, or 16-bit grey ``I;16``/``I``) into a :class:`Picture`."""
+    text = dict(text if text is not None else getattr(image, "text", None) or {})
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        image = image.convert("RGB")
+    elif mode == "La":
+        image = image.convert("LA")
+    elif mode == "RGBa":
+        image = image.convert("RGBA")
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        samples = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)[:, :, None]
+        return _from_samples(samples, 16, text)
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        samples = np.asarray(image)
+        if samples.ndim == 2:
+            samples = samples[:, :, None]
+        return _from_samples(samples, 8, text)
+    raise UpscaleError(f"image mode {mode} is not supported for upscaling; convert the image to RGB, RGBA, grey or 16-bit first")
+
+
+def read_picture(path: Path) -> Picture:
+    """Load an image file; 16-bit PNGs keep their full depth."""
+    path = Path(path)
+    if not path.is_file():
+        raise UpscaleError(f"input image {str(path)!r} not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            text = dict(getattr(image, "text", None) or {})
+            header = pngio.png_header(path) if image.format == "PNG" else None
+            if header and header[2] == 16 and header[3] != 0:
+                # Pillow would drop the low byte of 16-bit colour/alpha samples: decode them ourselves.
+                return _from_samples(pngio.read_png16(path), 16, text)
+            return picture_from_pil(image, text)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        detail = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) else f"unreadable image ({exc})"
+        raise UpscaleError(f"input {str(path)!r} is {detail}; pass PNG, JPEG, WebP or another image file") from None
+
+
+def resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Lanczos-resample float HxW or HxWxC to ``size`` = (width, height), channel by channel."""
+    if (values.shape[1], values.shape[0]) == size:
+        return values
+    if values.ndim == 2:
+        return np.asarray(Image.fromarray(values.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
+    planes = [resize(values[:, :, c], size) for c in range(values.shape[2])]
+    return np.stack(planes, axis=2)
+
+
+def target_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """round(w*s) x round(h*s) (Python rounding, at least 1 px)."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def assemble(color: np.ndarray, alpha: np.ndarray | None, gray: bool, bits: int) -> np.ndarray:
+    """Integer HxWxC samples from float colour (+ alpha), using ncnn's ``trunc(x*max + 0.5)``."""
+    from .engine import to_integer
+
+    max_value = 65535 if bits == 16 else 255
+    planes = [color @ LUMA] if gray else [color[:, :, c] for c in range(3)]
+    if alpha is not None:
+        planes.append(alpha)
+    return to_integer(np.stack(planes, axis=2), max_value)
+
+
+def samples_to_pil(samples: np.ndarray, bits: int) -> Image.Image:
+    """A Pillow image for 8-bit samples or 16-bit grey; other 16-bit layouts have no Pillow mode."""
+    channels = samples.shape[2]
+    if bits == 8:
+        # Pillow infers L / LA / RGB / RGBA from the uint8 array shape.
+        return Image.fromarray(samples[:, :, 0] if channels == 1 else samples)
+    if channels == 1:
+        return Image.fromarray(samples[:, :, 0].astype(np.uint16))
+    raise UpscaleError("16-bit colour or grey+alpha results have no Pillow mode; write them with encode_png instead")
+
+
+def encode_png(samples: np.ndarray, bits: int, text: dict[str, str]) -> bytes:
+    """PNG bytes with the given text chunks; 16-bit goes through :mod:`.pngio`, 8-bit through Pillow."""
+    if bits == 16:
+        return pngio.encode_png16(samples.astype(np.uint16), text)
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)  # Pillow switches to iTXt for non-Latin-1 values
+    buffer = io.BytesIO()
+    samples_to_pil(samples, 8).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def add_upscale_step(text: dict[str, str], record: dict) -> dict[str, str]:
+    """Copy of ``text`` whose ``localflux`` recipe has ``record`` appended to ``upscale_steps``.
+
+    Shape (documented in docs/upscale.md): the recipe JSON object gains a list ``upscale_steps``,
+    one record per upscale applied, oldest first; every other key is left as it was.  Images
+    without a ``localflux`` chunk get no recipe invented for them.
+    """
+    text = dict(text)
+    if RECIPE_KEY not in text:
+        return text
+    try:
+        recipe = json.loads(text[RECIPE_KEY])
+    except json.JSONDecodeError:
+        recipe = None
+    if not isinstance(recipe, dict):
+        print("localflux: warning: the image's localflux recipe is not a JSON object; kept unchanged", file=sys.stderr)
+        return text
+    steps = recipe.get("upscale_steps")
+    recipe["upscale_steps"] = (list(steps) if isinstance(steps, list) else []) + [record]
+    text[RECIPE_KEY] = json.dumps(recipe, ensure_ascii=False)
+    return text
