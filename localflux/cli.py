@@ -19,6 +19,8 @@ from .errors import LocalFluxError
 COMMAND_MODULES = [
     "generate",
     "replay",
+    "upscale",
+    "weights",
     "batch",
     "doctor",
     "lora",

@@ -160,22 +160,21 @@ def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings:
     for position, (seed, image) in enumerate(zip(seeds, images)):
         recipe = build_recipe(the_plan, model, seed, index0 + position, sigmas, warnings, batch_seeds=seeds)
         if the_plan.config.upscale.enabled:
-            base_image = image
-            image, recipe["upscale"] = upscale_stage(image, the_plan.config, model)
-            recipe["size"]["output"] = [image.width, image.height]
-            result = Result(image, seed, recipe, base_image=base_image)
+            upscaled, record = upscale_stage(image, the_plan.config.upscale, model.placement.device, progress=progress)
+            recipe["upscale_steps"] = [record]
+            result = Result(upscaled, seed, recipe, base_image=image)
         else:
             result = Result(image, seed, recipe)
         results.append(result)
     return results
 
 
-def upscale_stage(image, config: Config, model: LoadedModel):
-    """Chained Real-ESRGAN stage; returns (image, recipe record)."""
+def upscale_stage(image, upscale, device: str, *, progress: bool = True):
+    """The chained Real-ESRGAN stage (``[upscale]``); returns (image, recipe record)."""
     from .upscale import upscale_pil
 
-    return upscale_pil(image, model=config.upscale.model, scale=config.upscale.scale, tile=config.upscale.tile,
-                       device=model.placement.device)
+    return upscale_pil(image, model=upscale.model, scale=upscale.scale, tile=upscale.tile, device=device,
+                       progress=progress)
 
 
 def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigmas: list[float], warnings: list[str],
@@ -213,7 +212,7 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
             "speed": model.speed,
         },
         "warnings": list(warnings),
-        "upscale": None,
+        "upscale_steps": [],  # one record per upscale applied, oldest first (chained stage, `localflux upscale`)
         "loras": model.lora_state.records() if model.lora_state is not None else [],
     }
 
@@ -224,8 +223,7 @@ def save_result(result: Result, folder: Path, config: Config) -> Path:
 
     stem = f"{result.recipe['index'] + 1:04d}-s{result.seed}"
     if config.upscale.enabled and config.upscale.keep_original:
-        base_recipe = dict(result.recipe, upscale=None)
-        base_recipe["size"] = {k: v for k, v in result.recipe["size"].items() if k != "output"}
+        base_recipe = dict(result.recipe, upscale_steps=[])
         save_png(result.base_image, unique_path(folder, stem + "-base", ".png"), base_recipe,
                  sidecar=config.output.sidecar)
     path = unique_path(folder, stem, ".png")

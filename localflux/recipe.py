@@ -22,7 +22,7 @@ CHUNK_RECIPE = "localflux"
 CHUNK_PARAMETERS = "parameters"
 RECIPE_KEYS = (
     "schema_version", "localflux_version", "config", "seed", "index", "size", "prompt", "sigmas",
-    "model", "versions", "device", "dtype", "decisions", "warnings", "upscale",
+    "model", "versions", "device", "dtype", "decisions", "warnings", "upscale_steps",
 )
 
 

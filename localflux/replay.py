@@ -40,6 +40,7 @@ def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
         "memory.offload": recipe["decisions"]["offload"],
         "model.device": device or recipe["device"],
         "model.dtype": recipe["dtype"],
+        "upscale.enabled": False,  # every recorded upscale step is redone from its record instead
     }
     if recipe.get("loras"):  # replay with the recorded fuse mode (fused and unfused differ by rounding)
         overrides["lora_options.fuse"] = recipe["loras"][0]["fuse"]
@@ -56,6 +57,7 @@ def check_weights(recipe: dict) -> None:
 
     checks = [("weight file", entry) for entry in recipe["model"]["files"]]
     checks += [("LoRA", entry) for entry in recipe.get("loras") or []]  # older recipes have no "loras"
+    checks += [("upscaler", entry) for entry in recipe["upscale_steps"]]
     for what, entry in checks:
         path = Path(entry["path"])
         if not path.is_file():
@@ -89,6 +91,7 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     seeds = the_plan.seeds
     results = pipeline.render_batch(the_plan, model, seeds, recipe["warnings"], progress=progress)
     result = results[seeds.index(recipe["seed"])]
+    result.image = apply_upscale_steps(result.image, recipe["upscale_steps"], device=device, progress=progress)
     replayed = Replay(result.image, result.recipe, None, *compare_images(image_path, result.image))
     if out_dir is not None:
         from .output import ensure_output_dir
@@ -98,6 +101,19 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
             result.recipe = recipe  # the same pixels from the same recipe: the file comes out byte-identical
         replayed.path = pipeline.save_result(result, folder, the_plan.config)
     return replayed
+
+
+def apply_upscale_steps(image, steps: list[dict], *, device: str | None, progress: bool):
+    """Redo each recorded upscale (chained or standalone) with its recorded model, tile and overlap."""
+    if not steps:
+        return image
+    from .upscale import upscale_pil
+
+    for step in steps:
+        image, _ = upscale_pil(image, model=step["path"], scale=step["scale"], tile=step["tile"],
+                               overlap=step["overlap"], device=device or step["device"], dtype=step["dtype"],
+                               progress=progress)
+    return image
 
 
 def compare_images(path: str | Path, image) -> tuple[int, int]:

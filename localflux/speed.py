@@ -68,12 +68,20 @@ def apply_speed(pipe, speed, device: str) -> dict:
     applied = {"compile": speed.compile, "attention": "default", "channels_last_vae": False, "fuse_qkv": False,
                "lora_hotswap_rank": speed.lora_hotswap_rank if speed.compile != "off" else 0}
     if speed.attention != "auto":
+        from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
         backend = ATTENTION_BACKENDS[speed.attention]
+        # diffusers' set_attention_backend also changes the process-wide default backend, which would
+        # silently change every other pipeline in this process (and its recorded decisions): the
+        # backend is set on this transformer's processors only, and the global default restored.
+        previous = _AttentionBackendRegistry._active_backend
         try:
             pipe.transformer.set_attention_backend(backend)
         except (ValueError, RuntimeError, ImportError) as exc:
             raise ConfigError(f"speed.attention = {speed.attention!r} is not available here "
                               f"({str(exc).splitlines()[0]}); use 'auto' or 'native'") from None
+        finally:
+            _AttentionBackendRegistry.set_active_backend(previous)
         applied["attention"] = backend
     if speed.fuse_qkv:
         adapters = unmerged_lora_adapters(pipe.transformer)

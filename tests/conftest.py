@@ -29,6 +29,8 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LOCALFLUX_CACHE", str(tmp_path_factory.getbasetemp() / "lfcache"))
+    # upscaler weights installed by tests never land in the checkout's weights/ folder
+    monkeypatch.setenv("LOCALFLUX_WEIGHTS", str(tmp_path_factory.getbasetemp() / "upscalers"))
 
 
 @pytest.fixture(scope="session")

@@ -108,3 +108,22 @@ def test_attention_backends_and_channels_last_are_recorded_and_replay_exactly(tm
 def test_unknown_attention_backend_is_a_config_error(run_cli):
     code, _, err = run_cli("generate", "--model", "tiny", "--prompt", "x", "--set", "speed.attention=sage", "--dry-run")
     assert code == 2 and "speed.attention" in err
+
+
+def test_an_attention_backend_stays_with_its_own_pipeline():
+    """diffusers' set_attention_backend also switches the process-wide default; localflux must not leak it."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    plain = build_tiny_pipeline("schnell")
+    before = pixels(plain, seed=4)
+    default = _AttentionBackendRegistry.get_active_backend()[0]
+    other = build_tiny_pipeline("schnell")
+    apply_speed(other, SpeedConfig(attention="math"), "cpu")
+    assert _AttentionBackendRegistry.get_active_backend()[0] == default
+    fresh = build_tiny_pipeline("schnell")
+    assert np.array_equal(pixels(plain, seed=4), before)
+    assert np.array_equal(pixels(fresh, seed=4), before)
+    from localflux.pipeline import attention_backend
+
+    assert attention_backend(other.transformer) == "_native_math"
+    assert attention_backend(fresh.transformer) == "native"

@@ -30,6 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the model runs (default auto)")
     parser.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"], help="precision (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar over tiles")
     parser.set_defaults(func=run)
     return parser
 
@@ -58,8 +59,8 @@ def _scale_label(scale: float) -> str:
 
 
 def run(args) -> int:
-    from ..errors import OutputError, UpscaleError
-    from ..output import atomic_write_bytes, ensure_output_dir, unique_path
+    from ..errors import UpscaleError
+    from ..output import atomic_write_bytes, check_output_dir, ensure_output_dir, unique_path
 
     # Everything that can be checked cheaply is checked before any file is written.
     from ..upscale.stage import check_scale, choose_model
@@ -69,19 +70,17 @@ def run(args) -> int:
         raise UpscaleError(f"--tile must be a positive number of pixels, not {args.tile}")
     if args.overlap is not None and args.overlap < 0:
         raise UpscaleError(f"--overlap must be 0 or more pixels, not {args.overlap}")
-    out = Path(args.out)
-    for parent in [out, *out.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(f"output folder {str(out)!r} cannot be used because {str(parent)!r} is a file; choose another --out")
+    check_output_dir(args.out)
     inputs = _validate_inputs(args.inputs)
 
     from ..upscale.stage import Upscaler, upscale_file
 
     upscaler = Upscaler.load(choose_model(args.model, scale), device=args.device, dtype=args.dtype)
-    folder = ensure_output_dir(out)
+    folder = ensure_output_dir(args.out)
     reserved: set[Path] = set()
     for path in inputs:
-        data, record = upscale_file(path, upscaler, scale, tile=args.tile, overlap=args.overlap)
+        data, record = upscale_file(path, upscaler, scale, tile=args.tile, overlap=args.overlap,
+                                    progress=not args.no_progress)
         target = unique_path(folder, f"{path.stem}-{_scale_label(scale)}", ".png", reserved)
         atomic_write_bytes(target, data)
         reserved.add(target)

@@ -8,7 +8,6 @@ BasicSR/Real-ESRGAN one (``conv_first``, ``body.N.rdbM.convK``, ...), the old ES
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import warnings
@@ -57,11 +56,9 @@ class LoadedUpscaler:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from ..hashing import sha256_file  # cached by path, size and mtime, shared with the FLUX weights
+
+    return sha256_file(path)
 
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

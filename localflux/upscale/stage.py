@@ -78,6 +78,7 @@ class Upscaler:
         spec = self.loaded.spec
         record = {
             "model": self.loaded.name,
+            "path": str(self.loaded.path),
             "sha256": self.loaded.sha256,
             "arch": spec.arch,
             "native_scale": spec.scale,
