@@ -5,6 +5,7 @@ tiny-model ones run for real. `weights/FLUX.1-dev` is staged with the tiny dev m
 local-folder example resolves like it would on a user's machine.
 """
 
+import glob
 import re
 import shlex
 import shutil
@@ -13,7 +14,8 @@ import pytest
 
 from conftest import REPO
 
-REAL_WEIGHT_MARKERS = ("configs/schnell.toml", "configs/dev.toml", "configs/portrait.toml", "weights/FLUX.1-dev")
+REAL_WEIGHT_MARKERS = ("configs/schnell.toml", "configs/dev.toml", "configs/portrait.toml", "weights/FLUX.1-dev",
+                       "configs/train-subject.toml")
 
 
 def readme_commands() -> list[list[str]]:
@@ -42,6 +44,15 @@ def workspace(tmp_path, tiny_folders):
     (tmp_path / "loras").mkdir()
     write_diffusers(tmp_path / "loras" / "anna.safetensors", metadata_alpha=4)
     write_kohya_file(tmp_path / "loras" / "film.safetensors")
+    from PIL import Image
+
+    from _train_helpers import make_subject
+
+    make_subject(tmp_path / "datasets" / "anna")
+    (tmp_path / "runs" / "anna").mkdir(parents=True)  # stands in for a finished training run's output
+    write_diffusers(tmp_path / "runs" / "anna" / "anna.safetensors", seed=5)
+    with Image.open(REPO / "tests" / "data" / "upscale" / "astronaut-64.png") as photo:  # a real photo crop
+        photo.convert("RGB").crop((0, 0, 48, 48)).save(tmp_path / "photo.png")
     return tmp_path
 
 
@@ -54,15 +65,19 @@ def test_readme_has_the_documented_examples():
 
 def test_every_readme_example_runs(workspace, run_cli):
     for args in makefile_demo_commands() + readme_commands():
-        needs_weights = args[0] in ("generate", "sweep") and any(m in " ".join(args) for m in REAL_WEIGHT_MARKERS)
+        needs_weights = args[0] in ("generate", "sweep", "train-lora") and any(m in " ".join(args)
+                                                                               for m in REAL_WEIGHT_MARKERS)
         if needs_weights:
             args = args + ["--dry-run"]
+        args = [expanded for arg in args for expanded in (sorted(glob.glob(arg, root_dir=workspace)) or [arg])]
         code, out, err = run_cli(*args, cwd=workspace)
         assert code == 0, f"`localflux {' '.join(args)}` exited {code}: {err}"
         if args[0] == "generate" and "--dry-run" not in args:
             assert out.strip() and all((workspace / line).is_file() for line in out.split()), out
     assert (workspace / "renders" / "demo" / "0001-s42.png").is_file()
     assert (workspace / "out.safetensors").is_file()  # lora convert ran for real
+    assert (workspace / "upscaled" / "photo-x2.png").is_file()
+    assert len(list((workspace / "big").glob("*.png"))) == 2
 
 
 def test_readme_python_example_runs(workspace, monkeypatch, capsys):
