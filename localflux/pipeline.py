@@ -64,6 +64,15 @@ def plan(config: Config) -> Plan:
         from .errors import ConfigError
 
         raise ConfigError("the prompt is empty; give --prompt TEXT or set prompt.subject in the config")
+    if config.lora:  # a missing LoRA must stop the run (a whole batch) before any model loads
+        from .lora.files import check_lora_path
+
+        for entry in config.lora:
+            check_lora_path(entry.path)
+    if config.upscale.enabled:  # an upscaler that cannot be found must stop the run before anything renders
+        from .upscale.registry import check_reference
+
+        check_reference(config.upscale.model)
     request = RenderRequest(
         clip_prompt=config.prompt.clip or final,
         t5_prompt=config.prompt.t5 or final,

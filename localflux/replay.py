@@ -68,6 +68,37 @@ def check_weights(recipe: dict) -> None:
                                        f"with {entry['sha256'][:12]}…; the file changed, restore the original to replay")
 
 
+_UPSCALE_STEP_KEYS = ("path", "sha256", "scale", "tile", "overlap", "device", "dtype")  # what replay reads
+
+
+def check_upscale_steps(steps) -> None:
+    """Each recorded upscale step is checked before the render, not found broken after it (recipe data is data)."""
+    from .upscale.stage import MAX_SCALE, MIN_SCALE
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not isinstance(steps, list):
+        raise ConfigError(f"upscale_steps must be a list, got {type(steps).__name__}")
+    for n, step in enumerate(steps, 1):
+        if not isinstance(step, dict):
+            raise ConfigError(f"upscale_steps[{n}] must be a table, got {type(step).__name__}")
+        missing = [key for key in _UPSCALE_STEP_KEYS if key not in step]
+        if missing:
+            raise ConfigError(f"upscale_steps[{n}] lacks {', '.join(missing)}")
+        for key in ("path", "sha256", "device"):
+            if not isinstance(step[key], str):
+                raise ConfigError(f"upscale_steps[{n}].{key} must be a string, got {step[key]!r}")
+        if not (number(step["scale"]) and MIN_SCALE < step["scale"] <= MAX_SCALE):
+            raise ConfigError(f"upscale_steps[{n}].scale must be a number with 1 < scale <= 8, got {step['scale']!r}")
+        for key, low in (("tile", 1), ("overlap", 0)):
+            value = step[key]
+            if value is not None and not (number(value) and isinstance(value, int) and value >= low):
+                raise ConfigError(f"upscale_steps[{n}].{key} must be an integer of at least {low}, got {value!r}")
+        if step["dtype"] is not None and not isinstance(step["dtype"], str):
+            raise ConfigError(f"upscale_steps[{n}].dtype must be a string, got {step['dtype']!r}")
+
+
 def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
            device: str | None = None, progress: bool = True) -> Replay:
     from . import pipeline
@@ -75,6 +106,7 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
 
     recipe = read_recipe(image_path)
     try:
+        check_upscale_steps(recipe["upscale_steps"])
         check_weights(recipe)
         config = recipe_config(recipe, device=device)
     except ConfigError as exc:  # recipe data is only data: a bad value is a damaged file, named as such

@@ -120,13 +120,21 @@ def with_value(config: Config, key: str, value: Any) -> Config:
     """``config`` with one key changed; ``lora[N].field`` addresses one [[lora]] entry."""
     match = _LORA_KEY.match(key)
     if match is None:
-        return config_mod.replace(config, **{key: value})
+        return _replace(config, key, value)
     index, name = int(match[1]), match[2]
     if index >= len(config.lora):
         raise ConfigError(f"--vary {key}: there are only {len(config.lora)} LoRA(s) ([[lora]] entries or --lora)")
     items = [dataclasses.asdict(entry) for entry in config.lora]
     items[index][name] = value
-    return config_mod.replace(config, lora=items)
+    return _replace(config, "lora", items, origin=f"--vary {key}")
+
+
+def _replace(config: Config, key: str, value: Any, origin: str = "") -> Config:
+    """``config_mod.replace`` whose errors name ``--vary`` (the flag the user typed), not an internal override."""
+    layers = config_mod.Layers()
+    layers.add_dict(config.to_dict(), origin="config")
+    layers.set(key, value, origin=origin or f"--vary {key}")
+    return layers.build()
 
 
 # ---------------------------------------------------------------- rendering

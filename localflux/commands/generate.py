@@ -83,6 +83,9 @@ def config_from_args(args):
     return load_config(args.config, flags=flags, sets=args.sets)
 
 
+_LORA_SUFFIXES = (".safetensors", ".sft", ".pt", ".ckpt", ".pth", ".bin")  # as localflux.lora.files reads
+
+
 def parse_lora_option(text: str) -> dict:
     """``PATH[:SCALE]``: the last ``:`` followed by a number is the scale (``a:b.safetensors:-0.5``)."""
     from ..config import ConfigError
@@ -92,7 +95,10 @@ def parse_lora_option(text: str) -> dict:
         try:
             return {"path": path, "scale": float(tail)}
         except ValueError:
-            pass  # a colon inside the path (C:\loras\x.safetensors), no scale
+            if path.lower().endswith(_LORA_SUFFIXES):  # a LoRA file then ':': the tail was meant as its scale
+                raise ConfigError(f"--lora {text!r}: scale {tail!r} is not a number; write PATH:SCALE, "
+                                  "e.g. --lora loras/anna.safetensors:0.9") from None
+            # else a colon inside the path (C:\loras\x.safetensors), no scale
     if not text:
         raise ConfigError("--lora needs a path, e.g. --lora loras/anna.safetensors:0.9")
     return {"path": text, "scale": 1.0}

@@ -45,20 +45,26 @@ class LoraFile:
         return self.path.suffix.lower() in SAFETENSORS_SUFFIXES
 
 
-def read_lora(path: str | Path) -> LoraFile:
-    """Every tensor and the text metadata of a LoRA file, or a ``LoraError`` naming the file."""
+def check_lora_path(path: str | Path) -> Path:
+    """The checks that need no reading (exists, a file, a known suffix): ``pipeline.plan`` runs them before
+    any model loads, so a batch with a missing LoRA stops before its first render."""
     path = Path(path).expanduser()
     if not path.exists():
         raise LoraError(f"LoRA file {str(path)!r} does not exist; check the path (config paths are relative to the config file)")
     if not path.is_file():
         raise LoraError(f"LoRA {str(path)!r} is a folder; pass the .safetensors file inside it")
-    suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        tensors, metadata = _read_safetensors(path)
-    elif suffix in PICKLE_SUFFIXES:
-        tensors, metadata = _read_pickle(path), {}
-    else:
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
         raise LoraError(f"LoRA {str(path)!r} is not a .safetensors (or .pt/.ckpt) file; convert it to .safetensors")
+    return path
+
+
+def read_lora(path: str | Path) -> LoraFile:
+    """Every tensor and the text metadata of a LoRA file, or a ``LoraError`` naming the file."""
+    path = check_lora_path(path)
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        tensors, metadata = _read_safetensors(path)
+    else:
+        tensors, metadata = _read_pickle(path), {}
     if not tensors:
         raise LoraError(f"LoRA file {str(path)!r} holds no tensors; re-download it")
     return LoraFile(path, tensors, metadata)

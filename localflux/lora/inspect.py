@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from ..errors import LoraError
 from .files import (detect_format, is_alpha_key, is_text_encoder_key, is_weight_key, module_of, peft_metadata,
                     read_lora)
 
@@ -29,6 +30,9 @@ def inspect_lora(path: str | Path) -> dict:
     except Exception as exc:  # inspect reports what loading would refuse, it does not fail
         refused = str(exc)
     weights = [k for k in lora.tensors if is_weight_key(k)]
+    if not weights and refused is None:  # a model checkpoint, VAE, upscaler...: a report would look like a LoRA's
+        sample = ", ".join(sorted(lora.tensors)[:2])
+        raise LoraError(f"{str(lora.path)!r} holds no LoRA tensors (keys like {sample}); it is not a LoRA file")
     alphas = {module_of(k): float(lora.tensors[k].float().item()) for k in lora.tensors if is_alpha_key(k)}
     ranks = Counter(lora.tensors[k].shape[0] for k in weights
                     if k.endswith((".lora_down.weight", ".lora_A.weight", ".down.weight")) and lora.tensors[k].ndim == 2)

@@ -272,6 +272,23 @@ def resolve(model: str | os.PathLike, *, auto_install: bool = True, log=None) ->
     raise UpscaleError(f"unknown upscaler {text!r}; use one of {', '.join(KNOWN_MODELS)} or a path to a .safetensors/.pth file")
 
 
+def check_reference(model: str | os.PathLike, key: str = "upscale.model") -> None:
+    """Raise now what :func:`resolve` would raise at upscale time (before minutes of rendering); loads nothing.
+
+    Messages start with ``key``, the config key that named the model.
+    """
+    text = str(model)
+    known = KNOWN_MODELS.get(text)
+    if known is None:
+        try:
+            resolve(model, auto_install=False)  # a path that must exist, else an unknown name
+        except UpscaleError as exc:
+            raise UpscaleError(f"{key}: {exc}") from None
+    elif not installed_path(text).exists() and not (known.ncnn_stem and ncnn_model_files(known.ncnn_stem)):
+        raise UpscaleError(f"{key}: upscaler {text} is not installed and cannot be installed offline; "
+                           f"run 'localflux weights install {text}' first")
+
+
 def format_listing(models: list[InstalledModel]) -> str:
     buffer = io.StringIO()
     buffer.write(f"weights folder: {weights_dir()}\n")
