@@ -68,10 +68,14 @@ def test_every_readme_example_runs(workspace, run_cli):
         if needs_weights:
             args = args + ["--dry-run"]
         trained = workspace / "runs" / "anna" / "anna.safetensors"
+        checkpoint = workspace / "runs" / "anna" / "checkpoints" / "step-000250"
+        if args[0] == "train-lora" and "--resume" in args and not checkpoint.exists():
+            checkpoint.mkdir(parents=True)  # stands in for a checkpoint of the (dry-run) training above
+            (checkpoint / "state.json").write_text("{}")
         if args[0] == "generate" and "runs/anna/anna.safetensors" in " ".join(args) and not trained.exists():
             from lora_files import write_diffusers
 
-            trained.parent.mkdir(parents=True)  # stands in for the output of the (dry-run) training above
+            trained.parent.mkdir(parents=True, exist_ok=True)  # stands in for the output of the (dry-run) training above
             write_diffusers(trained, seed=5)
         args = [expanded for arg in args for expanded in (sorted(glob.glob(arg, root_dir=workspace)) or [arg])]
         code, out, err = run_cli(*args, cwd=workspace)

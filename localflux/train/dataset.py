@@ -87,9 +87,17 @@ def _scan_folder(folder: Path, config: DatasetConfig, *, regularization: bool, w
         raise DatasetError(f"{what} {str(folder)!r} {state}; point it at a folder of images")
     images, captions = {}, {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
-            continue  # hidden files (.DS_Store) and sub-folders (a cache) are not part of the dataset
+        if path.name.startswith("."):
+            continue  # hidden files (.DS_Store) are not part of the dataset
         suffix = path.suffix.lower()
+        if path.is_dir():
+            if suffix in IMAGE_SUFFIXES + (CAPTION_SUFFIX,):  # skipping it would silently drop a training image
+                raise DatasetError(f"{str(path)!r} in {what} is a folder named like an image or caption; "
+                                   "rename it or move it out of the folder")
+            continue  # sub-folders (a cache) are not part of the dataset
+        if path.exists() and not path.is_file():  # a FIFO or device would block or never end on read
+            raise DatasetError(f"{str(path)!r} in {what} is not a regular file (a pipe, socket or device); "
+                               "move it out of the folder")
         if suffix in IMAGE_SUFFIXES:
             images[path.stem] = path
         elif suffix == CAPTION_SUFFIX:

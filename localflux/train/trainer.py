@@ -89,6 +89,12 @@ def preflight(config: TrainConfig, *, resume: bool = False) -> Preflight:
         raise TrainingError(f"{str(lora_path)!r} already exists: this run is finished; choose another output.dir "
                             "or output.name to train again")
     latest = ckpt.latest_checkpoint(run_dir)
+    if resume and latest is None:  # quietly starting over would hide a mistyped output.dir
+        if not run_dir.is_dir():
+            raise TrainingError(f"--resume: run folder {str(run_dir)!r} does not exist, so there is nothing to resume; "
+                                "check output.dir, or run without --resume to start a new run")
+        raise TrainingError(f"--resume: run folder {str(run_dir)!r} holds no complete checkpoint yet; "
+                            "run without --resume to start it again from step 0")
     if latest is not None and not resume:
         raise TrainingError(f"run folder {str(run_dir)!r} already holds checkpoints (last: {latest.name}); "
                             "pass --resume to continue that run, or choose another output.dir")
@@ -177,8 +183,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     if pre.resume_from is not None:
         step, losses = _resume(pre.resume_from, state_base, named, optimizer, scheduler, generator, order)
         resumed_from = step
-    elif resume and main:
-        print(f"localflux: no checkpoint in {pre.run_dir}; starting at step 0", file=sys.stderr)
     if main:
         from ..output import ensure_output_dir
         from .previews import discard_after
