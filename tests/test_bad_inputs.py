@@ -2,7 +2,9 @@
 no traceback, and no file written or changed.
 
 The cases are a table: add a row with a setup function that builds the bad input under ``tmp``
-and returns the command line, plus the fragments the error line must contain.
+and returns the command line, plus the fragments the error line must contain. "Nothing written"
+covers folders too (an empty output folder left behind is a write), and ``never`` names files that
+must not appear (the marker a pickle with code in it would create if it were ever unpickled).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ class Ctx:
     tmp: Path
     models: dict  # tiny diffusers folders (read-only: cases copy them)
     png: Path  # a localflux PNG rendered from models["schnell"] (read-only: cases copy it)
+    env: dict = field(default_factory=dict)  # environment a setup needs (paths under tmp)
 
     def write(self, name: str, data: str | bytes) -> Path:
         path = self.tmp / name
@@ -62,6 +66,8 @@ class Case:
     setup: Callable[[Ctx], list]
     expect: list[str] = field(default_factory=list)
     env: dict = field(default_factory=dict)
+    never: list[str] = field(default_factory=list)  # files (under tmp) that must not appear, e.g. a pickle's marker
+    empty_folder_ok: bool = False  # the failure comes after the output folder was made (a full disk)
 
 
 def job(ctx: Ctx, body: str, extra: str = "", name: str = "job.toml") -> Path:
@@ -129,6 +135,117 @@ def _recipe_set(key: str, value) -> Callable[[dict], None]:
     return edit
 
 
+# ---- LoRA, upscale and training inputs (merged after the first audit); builders from the features' own tests
+
+MARKER = "pickle-code-ran"  # a pickle in these cases would create this file if it were ever unpickled
+
+
+class _CodeInPickle:
+    """Unpickling this opens (creates) ``path``: a stand-in for any code hidden in a checkpoint."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _pickle_with_code(ctx: Ctx, name: str, key: str) -> Path:
+    import torch
+
+    path = ctx.tmp / name
+    torch.save({key: _CodeInPickle(ctx.tmp / MARKER)}, path)  # a zip checkpoint, as real .ckpt/.pth files are
+    return path
+
+
+def _lora(ctx: Ctx, kind: str = "diffusers", name: str = "style.safetensors") -> Path:
+    import lora_files
+
+    return getattr(lora_files, f"write_{kind}")(ctx.tmp / name)
+
+
+def _with_lora(ctx: Ctx, kind: str, name: str = "style.safetensors") -> list:
+    return ["generate", *TINY_64, "--lora", _lora(ctx, kind, name)]
+
+
+def _lora_entry(ctx: Ctx, entry: str) -> list:
+    _lora(ctx)
+    return ["generate", "-c", ctx.write("c.toml", f"[[lora]]\n{entry}\n"), *TINY_64]
+
+
+def _replay_changed_lora(ctx: Ctx) -> list:
+    lora = _lora(ctx)
+    record = {"path": str(lora), "sha256": "0" * 64, "scale": 1.0, "name": "style", "fuse": "fused"}
+    return ["replay", ctx.png_with_recipe(lambda r: r.update(loras=[record])), "--no-progress"]
+
+
+def _convert_onto(ctx: Ctx) -> list:
+    return ["lora", "convert", _lora(ctx), ctx.write("kept.safetensors", "keep me"), "--to", "kohya"]
+
+
+def _sweep(*flags) -> list:
+    return ["sweep", *TINY_64, "--no-progress", *flags]
+
+
+def _image(ctx: Ctx, name: str = "in.png") -> Path:
+    from PIL import Image
+
+    path = ctx.tmp / name
+    Image.new("RGB", (16, 12), "teal").save(path)
+    return path
+
+
+def _upscale(ctx: Ctx, *flags, inputs: list | None = None) -> list:
+    ctx.env["LOCALFLUX_WEIGHTS"] = ctx.tmp / "weights"  # an install, if anything reached it, would show up here
+    return ["upscale", *(inputs if inputs is not None else [_image(ctx)]), "--device", "cpu", "--no-progress", *flags]
+
+
+def _install_wrong_arch(ctx: Ctx) -> list:
+    import torch
+
+    from localflux.upscale.arch import SRVGGNetCompact
+
+    ctx.env["LOCALFLUX_WEIGHTS"] = ctx.tmp / "weights"
+    path = ctx.tmp / "compact-x4.pth"
+    torch.save(SRVGGNetCompact(num_feat=4, num_conv=1, upscale=4).state_dict(), path)
+    return ["weights", "install", "realesrgan-x2plus", "--from", path, "--no-download"]
+
+
+def _upscale_config(ctx: Ctx, body: str) -> list:
+    ctx.env["LOCALFLUX_WEIGHTS"] = ctx.tmp / "weights"
+    return ["generate", "-c", ctx.write("c.toml", f"[upscale]\nenabled = true\n{body}\n"), *TINY_64]
+
+
+def _train(ctx: Ctx, *flags, folder: Path | None = None, edit: Callable[[str], str] | None = None,
+           dataset: Callable[[Path], object] | None = None) -> list:
+    from _train_helpers import make_subject, write_config
+
+    if folder is None:
+        folder = make_subject(ctx.tmp / "data")
+        if dataset is not None:
+            dataset(folder)
+    path = write_config(ctx.tmp, folder=folder)
+    if edit is not None:
+        path.write_text(edit(path.read_text()))
+    return ["train-lora", "--config", path, "--no-progress", *flags]
+
+
+def _empty_folder(ctx: Ctx) -> Path:
+    (ctx.tmp / "empty").mkdir()
+    return ctx.tmp / "empty"
+
+
+def _resume_before_first_checkpoint(ctx: Ctx) -> list:
+    (ctx.tmp / "run" / "cache").mkdir(parents=True)  # a run killed while caching, before its first checkpoint
+    return _train(ctx, "--resume")
+
+
+def _upscale_step(scale) -> Callable[[dict], None]:
+    step = {"model": "realesr-animevideov3", "path": "/nowhere/up.safetensors", "sha256": "0" * 64, "scale": scale,
+            "native_scale": 4, "tile": 64, "overlap": 8, "device": "cpu", "dtype": "float32"}
+    return lambda recipe: recipe.update(upscale_steps=[step])
+
+
 CASES = [
     # ---- config files
     Case("config: malformed TOML", lambda c: ["generate", "-c", c.write("c.toml", "[sampling\nsteps=4"), *TINY_64],
@@ -183,7 +300,7 @@ CASES = [
     Case("output: parent is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x") / "sub"], ["f.txt", "is a file"]),
     Case("output: --out is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x")], ["f.txt", "is a file"]),
     Case("output: disk full", lambda c: ["generate", *TINY_64, "--out", c.tmp / "renders"], ["disk full", "renders"],
-         env={faults.DISK_FULL_ENV: "1"}),
+         env={faults.DISK_FULL_ENV: "1"}, empty_folder_ok=True),
     # ---- job and prompt files
     Case("job: malformed TOML", lambda c: ["batch", c.write("job.toml", "[job\nseeds=[1]")], ["job.toml", "not valid TOML"]),
     Case("job: no [job] table", lambda c: ["batch", c.write("job.toml", "[size]\nwidth = 64\n")], ["job.toml", "no [job] table"]),
@@ -202,6 +319,92 @@ CASES = [
     Case("job: base config missing", lambda c: ["batch", job(c, 'config = "base.toml"\nprompts = ["a"]\nseeds = [1]')],
          ["base.toml", "does not exist"]),
     Case("job: output parent is a file", _job_output_under_file, ["f.txt", "is a file"]),
+    # ---- LoRA files and entries
+    Case("lora: file does not exist", lambda c: ["generate", *TINY_64, "--lora", c.tmp / "gone.safetensors"],
+         ["gone.safetensors", "does not exist"]),
+    Case("lora: truncated safetensors", lambda c: _with_lora(c, "corrupt"), ["style.safetensors", "not a readable .safetensors"]),
+    Case("lora: DoRA file", lambda c: _with_lora(c, "dora"), ["style.safetensors", "DoRA"]),
+    Case("lora: made for another base (shape)", lambda c: _with_lora(c, "wrong_size"),
+         ["style.safetensors", "has 32 features but the LoRA has 3072"]),
+    Case("lora: foreign keys (SDXL)", lambda c: _with_lora(c, "foreign"), ["style.safetensors", "not a FLUX.1 LoRA"]),
+    Case("lora: .ckpt with code is never unpickled",
+         lambda c: ["generate", *TINY_64, "--lora", _pickle_with_code(c, "evil.ckpt", "lora_unet_x.lora_down.weight")],
+         ["evil.ckpt", "pickled code"], never=[MARKER]),
+    Case("lora: [[lora]] unknown key", lambda c: _lora_entry(c, 'path = "style.safetensors"\nscael = 0.5'),
+         ["c.toml", "scael", "not a known key"]),
+    Case("lora: [[lora]] wrong type", lambda c: _lora_entry(c, 'path = "style.safetensors"\nscale = "strong"'),
+         ["c.toml", "scale must be a number"]),
+    Case("lora: [[lora]] without path", lambda c: _lora_entry(c, "scale = 0.5"), ["c.toml", "path"]),
+    Case("lora: --lora scale not a number", lambda c: ["generate", *TINY_64, "--lora", f"{_lora(c)}:strong"],
+         ["--lora", "'strong' is not a number"]),
+    Case("lora: replay with a changed LoRA", _replay_changed_lora, ["style.safetensors", "has sha256", "restore"]),
+    Case("lora: inspect a file that is not a LoRA",
+         lambda c: ["lora", "inspect", next((c.models["schnell"] / "vae").glob("*.safetensors"))],
+         ["diffusion_pytorch_model.safetensors", "not a LoRA"]),
+    Case("lora: convert onto an existing file", _convert_onto, ["kept.safetensors", "already exists"]),
+    Case("lora: convert to an unknown format", lambda c: ["lora", "convert", _lora(c), c.tmp / "o.safetensors", "--to", "onnx"],
+         ["--to", "invalid choice: 'onnx'"]),
+    # ---- sweeps (checked before any cell renders)
+    Case("sweep: seed range backwards", lambda c: _sweep("--seeds", "5-1", "--vary", "sampling.guidance=1,2"),
+         ["--seeds", "runs backwards"]),
+    Case("sweep: seeds not numbers", lambda c: _sweep("--seeds", "a,b", "--vary", "sampling.guidance=1,2"),
+         ["--seeds", "'a' is not a seed"]),
+    Case("sweep: --vary unknown key", lambda c: _sweep("--seeds", "1", "--vary", "sampling.stepz=1,2"),
+         ["--vary sampling.stepz", "not a known key"]),
+    Case("sweep: --vary value of the wrong type", lambda c: _sweep("--seeds", "1,2", "--vary", "sampling.steps=2,many"),
+         ["--vary sampling.steps", "sampling.steps must be an integer"]),
+    Case("sweep: --vary a LoRA that is not there", lambda c: _sweep("--seeds", "1", "--lora", _lora(c), "--vary", "lora[3].scale=0,1"),
+         ["lora[3].scale", "only 1 LoRA"]),
+    # ---- upscale inputs, models and weights
+    Case("upscale: input does not exist", lambda c: _upscale(c, inputs=[c.tmp / "gone.png"]), ["gone.png", "not found"]),
+    Case("upscale: input is not an image", lambda c: _upscale(c, inputs=[c.write("notes.png", "hello")]),
+         ["notes.png", "not an image"]),
+    Case("upscale: truncated model file", lambda c: _upscale(c, "--model", c.write("up.safetensors", b"\x40\0\0\0\0\0\0\0{\"a\":")),
+         ["up.safetensors", "not a readable .safetensors"]),
+    Case("upscale: .pth with code is never unpickled",
+         lambda c: _upscale(c, "--model", _pickle_with_code(c, "evil.pth", "conv_first.weight")),
+         ["evil.pth", "refusing to unpickle"], never=[MARKER]),
+    Case("upscale: scale below 1", lambda c: _upscale(c, "--scale", "0.5"), ["scale 0.5 is out of range"]),
+    Case("upscale: scale above 8", lambda c: _upscale(c, "--scale", "9"), ["scale 9 is out of range"]),
+    Case("upscale: output parent is a file", lambda c: _upscale(c, "--out", c.write("f.txt", "x") / "up"), ["f.txt", "is a file"]),
+    Case("upscale: --tile 0", lambda c: _upscale(c, "--tile", "0"), ["--tile must be a positive number"]),
+    Case("weights: install an unknown name", lambda c: ["weights", "install", "realesrgan-x9000", "--no-download"],
+         ["realesrgan-x9000", "unknown upscaler"]),
+    Case("weights: install --from another architecture", _install_wrong_arch,
+         ["compact-x4.pth", "SRVGGNetCompact x4", "realesrgan-x2plus is RRDBNet x2"]),
+    Case("upscale: [upscale] scale out of range", lambda c: _upscale_config(c, "scale = 9.0"), ["c.toml", "upscale.scale"]),
+    Case("upscale: [upscale] unknown model", lambda c: _upscale_config(c, 'model = "realesrgan-x9000"'),
+         ["upscale.model", "realesrgan-x9000", "unknown upscaler"]),
+    # ---- training (found before the model loads)
+    Case("train: empty dataset folder", lambda c: _train(c, folder=_empty_folder(c)), ["empty", "has no images"]),
+    Case("train: corrupt image", lambda c: _train(c, dataset=lambda d: truncate(d / "img1.png", 100)),
+         ["img1.png", "not a readable image"]),
+    Case("train: caption without image", lambda c: _train(c, dataset=lambda d: (d / "lost.txt").write_text("[trigger]")),
+         ["lost.txt", "has no image"]),
+    Case("train: folder named like an image", lambda c: _train(c, dataset=lambda d: (d / "img9.png").mkdir()),
+         ["img9.png", "is a folder"]),
+    Case("train: FIFO named like an image", lambda c: _train(c, dataset=lambda d: os.mkfifo(d / "img9.png")),
+         ["img9.png", "not a regular file"]),
+    Case("train: bucket not a multiple of 16", lambda c: _train(c, "--set", "dataset.resolutions=[72]"),
+         ["dataset.resolutions", "not a multiple of 16"]),
+    Case("train: trigger missing", lambda c: _train(c, edit=lambda t: t.replace('trigger = "zqx"\n', "")),
+         ["train.toml", "dataset.trigger is empty"]),
+    Case("train: unknown config key", lambda c: _train(c, edit=lambda t: t + "nmae = \"x\"\n"),
+         ["train.toml", "output.nmae", "not a known key"]),
+    Case("train: --resume without a run folder", lambda c: _train(c, "--resume"), ["--resume", "does not exist", "output.dir"]),
+    Case("train: --resume with no checkpoint", _resume_before_first_checkpoint,
+         ["--resume", "/run'", "no complete checkpoint"]),
+    Case("train: 8-bit AdamW without CUDA", lambda c: _train(c, "--set", 'optimizer.name="adamw8bit"'),
+         ["adamw8bit", "needs a CUDA GPU"]),
+    # ---- recipes and jobs that carry the newer stages
+    Case("replay: malformed upscale_steps entry", lambda c: ["replay", c.png_with_recipe(_upscale_step("big"))],
+         ["edited.png", "upscale_steps[1].scale", "altered"]),
+    Case("job: variant with a missing LoRA", lambda c: ["batch", job(c, 'prompts = ["a"]\nseeds = [1]\n'
+                                                                      '[[job.variants]]\nlora = [{ path = "gone.safetensors" }]')],
+         ["job.toml", "gone.safetensors", "does not exist"]),
+    Case("job: variant with a bad LoRA scale", lambda c: ["batch", job(c, 'prompts = ["a"]\nseeds = [1]\n[[job.variants]]\n'
+                                                                        f'lora = [{{ path = "{_lora(c).name}", scale = "x" }}]')],
+         ["job.toml", "scale must be a number"]),
 ]
 
 
@@ -224,8 +427,9 @@ def rendered_png(tiny_folders, tmp_path_factory) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's sha256 and every folder (an empty output folder left behind counts as written)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(root.rglob("*")) if p.is_file() or p.is_dir()}
 
 
 def invoke(argv: list, cwd: Path, monkeypatch) -> tuple[int, str, str]:
@@ -249,8 +453,8 @@ def test_at_least_25_distinct_classes():
 def test_bad_input(case, tmp_path, tiny_folders, rendered_png, monkeypatch):
     ctx = Ctx(tmp_path, tiny_folders, rendered_png)
     argv = case.setup(ctx)
-    for key, value in case.env.items():
-        monkeypatch.setenv(key, value)
+    for key, value in {**case.env, **ctx.env}.items():
+        monkeypatch.setenv(key, str(value))
     before = snapshot(tmp_path)
     code, out, err = invoke(argv, tmp_path, monkeypatch)
     lines = err.strip().splitlines()
@@ -260,7 +464,12 @@ def test_bad_input(case, tmp_path, tiny_folders, rendered_png, monkeypatch):
     assert "Traceback" not in err and out == ""
     for fragment in case.expect:
         assert fragment in lines[0], (fragment, lines[0])
-    assert snapshot(tmp_path) == before, "a file was written or changed"
+    after = snapshot(tmp_path)
+    if case.empty_folder_ok:
+        after = {k: v for k, v in after.items() if v != "folder" or k in before}
+    assert after == before, "a file was written or changed"
+    for name in case.never:
+        assert not (tmp_path / name).exists(), f"{name} exists: code in a pickle ran"
 
 
 def test_paths_in_a_recipe_are_never_written_to(tmp_path, tiny_folders, rendered_png, monkeypatch):
