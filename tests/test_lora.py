@@ -331,3 +331,33 @@ def test_write_kohya_refuses_unknown_layers(tmp_path):
     with pytest.raises(LoraError, match="not a FLUX.1 layer"):
         write_kohya({"unet.mid.lora_A.weight": torch.zeros(2, 4), "unet.mid.lora_B.weight": torch.zeros(4, 2)},
                     tmp_path / "x.safetensors")
+
+
+def test_swapping_loras_on_a_compiled_model_does_not_recompile(tmp_path):
+    """Compiled transformer + speed.lora_hotswap_rank: a new LoRA swaps into the adapters (diffusers hotswap)."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from lora_files import write_diffusers
+    from localflux import generate
+
+    first = write_diffusers(tmp_path / "a.safetensors", seed=11, rank=4, single=False)
+    second = write_diffusers(tmp_path / "b.safetensors", seed=12, rank=8, single=False)  # another rank: new shapes
+    base = {"model": {"source": "tiny-dev"}, "prompt": {"subject": "a fox"}, "size": {"width": 64, "height": 64},
+            "sampling": {"seed": 2, "steps": 2, "max_sequence_length": 16}}
+    compiled = {**base, "speed": {"compile": "blocks", "compile_backend": "eager", "lora_hotswap_rank": 8}}
+    torch._dynamo.reset()
+    try:
+        one = generate({**compiled, "lora": [{"path": str(first), "scale": 1.0}]}, save=False, progress=False)[0]
+        graphs = counters["stats"]["unique_graphs"]
+        two = generate({**compiled, "lora": [{"path": str(second), "scale": 1.0}]}, save=False, progress=False)[0]
+        back = generate({**compiled, "lora": [{"path": str(first), "scale": 1.0}]}, save=False, progress=False)[0]
+        assert counters["stats"]["unique_graphs"] == graphs  # swaps of rank 4 <-> 8 compiled nothing new
+    finally:
+        torch._dynamo.reset()
+    assert np.array_equal(pixels(back.image), pixels(one.image))
+    assert two.recipe["loras"][0]["sha256"] != one.recipe["loras"][0]["sha256"]
+    eager = generate({**base, "lora": [{"path": str(second), "scale": 1.0}], "lora_options": {"fuse": "unfused"}},
+                     save=False, progress=False)[0]
+    assert np.abs(pixels(two.image) - pixels(eager.image)).max() <= 1  # the swapped-in LoRA is the one acting
+    assert np.abs(pixels(two.image) - pixels(one.image)).max() > 1

@@ -129,7 +129,8 @@ def apply_loras(model, entries, fuse: str = "auto", *, reload=None):
             for lora, scale in zip(state.loras, scales):
                 lora.scale = scale
             return model
-    if state is not None:
+    hotswap = _can_hotswap(model, state, mode, len(entries))
+    if state is not None and not hotswap:
         model = _remove(model, reload)
     if not entries:
         return model
@@ -137,7 +138,7 @@ def apply_loras(model, entries, fuse: str = "auto", *, reload=None):
     loaded: list[AppliedLora] = []
     try:
         for index, (entry, (path, digest, _)) in enumerate(zip(entries, key)):
-            loaded.append(load_one(pipe, entry, adapter=f"lora{index}", sha256=digest))
+            loaded.append(load_one(pipe, entry, adapter=f"lora{index}", sha256=digest, hotswap=hotswap))
         _check_qkv_fusion(pipe, loaded, mode)
         _activate(pipe, loaded, scales)
     except BaseException:
@@ -178,7 +179,18 @@ def remove_loras(model, reload=None):
 # ---------------------------------------------------------------- one file
 
 
-def load_one(pipe, entry, adapter: str, sha256: str) -> AppliedLora:
+def _can_hotswap(model, state, mode: str | None, count: int) -> bool:
+    """Swap new LoRA weights into the adapters a compiled model already has, so it does not recompile.
+
+    diffusers' hotswap needs ``enable_lora_hotswap`` before the first LoRA (``speed.lora_hotswap_rank``),
+    unfused adapters, and the same number of adapters; anything else takes the unload + load path.
+    """
+    speed = getattr(model, "speed", None) or {}
+    return (state is not None and state.mode == UNFUSED and mode == UNFUSED and len(state.loras) == count
+            and speed.get("compile", "off") != "off" and bool(speed.get("lora_hotswap_rank")))
+
+
+def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> AppliedLora:
     lora = read_lora(entry.path)
     refuse_unsupported(lora)
     name = entry.name or lora.path.name
@@ -196,7 +208,7 @@ def load_one(pipe, entry, adapter: str, sha256: str) -> AppliedLora:
         source = str(lora.path) if lora.is_safetensors else dict(lora.tensors)
     _check_fits(pipe, converted, lora)
     try:
-        _load(pipe, source, adapter)
+        _load(pipe, source, adapter, hotswap=hotswap)
     except LoraError as exc:
         te_keys = [k for k in lora.tensors if is_text_encoder_key(k)]
         if not te_keys:
@@ -222,9 +234,9 @@ def load_one(pipe, entry, adapter: str, sha256: str) -> AppliedLora:
     return applied
 
 
-def _load(pipe, source, adapter: str) -> None:
+def _load(pipe, source, adapter: str, hotswap: bool = False) -> None:
     try:
-        pipe.load_lora_weights(source, adapter_name=adapter)
+        pipe.load_lora_weights(source, adapter_name=adapter, hotswap=hotswap)
     except (ValueError, KeyError, RuntimeError, AssertionError, TypeError) as exc:
         _unload_adapter(pipe, adapter)
         raise LoraError(_first_line(exc) or exc.__class__.__name__) from None
@@ -329,10 +341,20 @@ def _landed(pipe, adapter: str, key: str, value) -> str | None:
     layers = getattr(module, side, None)
     if layers is None or adapter not in layers:
         return None
-    weight = layers[adapter].weight
-    if tuple(weight.shape) != tuple(value.shape):
-        return None
-    if not torch.equal(weight.detach().cpu(), value.detach().to(weight.dtype).cpu()):
+    weight = layers[adapter].weight.detach().cpu()
+    value = value.detach().to(weight.dtype).cpu()
+    rank_dim = 0 if side == "lora_A" else 1
+    if weight.shape != value.shape:
+        # diffusers' LoRA hotswap pads every adapter with zeros to one reserved rank
+        other_dim = 1 - rank_dim
+        if weight.ndim != 2 or weight.shape[other_dim] != value.shape[other_dim] or weight.shape[rank_dim] < value.shape[rank_dim]:
+            return None
+        rank = value.shape[rank_dim]
+        used, padding = weight.split([rank, weight.shape[rank_dim] - rank], dim=rank_dim)
+        if padding.any():
+            return None
+        weight = used
+    if not torch.equal(weight, value):
         return None
     return f"{component_name}.{module_name}"
 
