@@ -93,6 +93,21 @@ def _mps_available() -> bool:
     return bool(backend and backend.is_available())
 
 
+def available_ram() -> int | None:
+    """Bytes of RAM available to a new allocation: MemAvailable (Linux), else free pages; None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
+
+
 def memory_summary() -> list[tuple[str, str]]:
     """Human-readable facts for ``localflux doctor``."""
     import torch
@@ -105,10 +120,7 @@ def memory_summary() -> list[tuple[str, str]]:
             rows.append((f"cuda:{index}", f"{props.name}, {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB, "
                          f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}"))
     rows.append(("mps available", str(_mps_available())))
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        free, total = os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
-        rows.append(("system memory", f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"))
-    except (ValueError, OSError, AttributeError):  # not on every platform
-        pass
+    free = available_ram()
+    if free is not None:
+        rows.append(("system memory", f"{free / 2**30:.1f} GiB available"))
     return rows

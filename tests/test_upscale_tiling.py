@@ -113,10 +113,10 @@ def test_oom_at_minimum_tile_is_a_clear_error(monkeypatch):
 def test_auto_tile_follows_available_memory(monkeypatch):
     engine = engine_for("realesr-animevideov3-x4")
     cpu = torch.device("cpu")
-    monkeypatch.setattr(engine_module, "_available_ram", lambda: 64 * 1024**3)
+    monkeypatch.setattr(engine_module, "available_ram", lambda: 64 * 1024**3)
     assert engine_module.auto_tile(engine.model, 4, cpu, torch.float32, 300, 200) == 300  # fits: one tile
     assert engine_module.auto_tile(engine.model, 4, cpu, torch.float32, 3000, 200) < 3000  # over the cap
-    monkeypatch.setattr(engine_module, "_available_ram", lambda: 256 * 1024**2)
+    monkeypatch.setattr(engine_module, "available_ram", lambda: 256 * 1024**2)
     small = engine_module.auto_tile(engine.model, 4, cpu, torch.float32, 1000, 1000)
     assert engine_module.MIN_TILE <= small < 1000
     assert 1000 % small == 0 or -(-1000 // small) * small - 1000 < -(-1000 // small)  # balanced tiles

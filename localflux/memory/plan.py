@@ -16,9 +16,9 @@ The activation constants are estimates (stated below); ``localflux bench`` measu
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, replace
 
+from ..device import available_ram
 from ..errors import DeviceError
 from .footprint import Footprint
 
@@ -304,21 +304,6 @@ def probe_machine(device: str) -> Machine:
         total = torch.mps.recommended_max_memory()
         return Machine("mps", total - torch.mps.current_allocated_memory(), total, ram, name="Apple MPS")
     return Machine("cpu", None, None, ram, name="CPU")
-
-
-def available_ram() -> int | None:
-    """MemAvailable (Linux), else free pages; None where neither can be read."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def synthetic_machine(free_gib: float, *, ram_gib: float = 64.0, fp8_compute: bool = False, nf4: bool = False) -> Machine:

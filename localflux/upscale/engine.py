@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..device import available_ram
 from ..errors import DeviceError, UpscaleError
 from .tiling import Span, axis_weights, plan_tiles
 
@@ -97,7 +98,7 @@ def auto_tile(model: torch.nn.Module, scale: int, device: torch.device, dtype: t
         free, _total = torch.cuda.mem_get_info(device)
         budget, cap = free * 0.5, GPU_TILE_CAP
     else:
-        budget, cap = _available_ram() * 0.25, CPU_TILE_CAP
+        budget, cap = (available_ram() or 4 * 1024**3) * 0.25, CPU_TILE_CAP  # unknown: assume 4 GiB
     longest = max(height, width)
     if (height + 2 * BORDER) * (width + 2 * BORDER) * per_pixel <= budget and longest <= cap:
         return longest  # one pass: no overlap recomputation at all
@@ -105,23 +106,6 @@ def auto_tile(model: torch.nn.Module, scale: int, device: torch.device, dtype: t
     core = max(MIN_TILE, min(cap, window - 2 * (BORDER + overlap)))
     count = -(-longest // core)  # ceil: fewest tiles per axis, then spread the pixels evenly over them
     return max(MIN_TILE, -(-longest // count))
-
-
-def _available_ram() -> int:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 * 1024**3  # unknown platform: assume a modest 4 GiB
 
 
 class Engine:
