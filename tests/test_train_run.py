@@ -182,3 +182,29 @@ def test_rerun_reads_the_cache(trained):
                                            out="run2", name="again.toml"),
                               sets=[f'memory.cache_dir="{result.run_dir / "cache"}"'])
     assert train(again, progress=False).cache_computed == 0
+
+
+def test_trained_lora_renders_the_same_through_localflux_and_diffusers(trained, listening_tiny, run_cli, tmp_path):
+    from diffusers import FluxPipeline
+
+    from localflux import generate
+    from conftest import pixels
+
+    _, result = trained
+    config = {"model": {"source": str(listening_tiny)}, "prompt": {"subject": PROMPT},
+              "size": {"width": 64, "height": 64}, "sampling": {"seed": 3, "steps": 4},
+              "lora": [{"path": str(result.lora_path), "scale": 1.0}]}
+    ours = generate(config, save=False, progress=False)[0]
+    assert ours.recipe["loras"][0]["sha256"] and ours.recipe["loras"][0]["format"].startswith("diffusers")
+    pipe = FluxPipeline.from_pretrained(listening_tiny)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(result.lora_path))
+    theirs = pipe(PROMPT, width=64, height=64, num_inference_steps=4, guidance_scale=0.0, max_sequence_length=256,
+                  generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert np.abs(pixels(ours.image) - pixels(theirs)).max() <= 1
+    base = generate({**config, "lora": []}, save=False, progress=False)[0]
+    assert np.abs(pixels(base.image) - pixels(ours.image)).max() > 1  # the LoRA acted
+
+    code, out, err = run_cli("lora", "inspect", result.lora_path)
+    assert code == 0, err
+    assert TRIGGER in out and "150" in out  # trigger word and step count from the training metadata

@@ -11,10 +11,14 @@ from .files import (detect_format, is_alpha_key, is_text_encoder_key, is_weight_
                     read_lora)
 
 # metadata keys that carry trigger words, by the trainers that write them
-_TRIGGER_KEYS = ("trigger_word", "trigger_words", "trigger_phrase", "modelspec.trigger_phrase", "activation_text")
+_TRIGGER_KEYS = ("localflux.trigger", "trigger_word", "trigger_words", "trigger_phrase", "modelspec.trigger_phrase",
+                 "activation_text")
 _TRAINING_KEYS = ("software", "training_info", "ss_steps", "ss_epoch", "ss_num_train_images", "ss_learning_rate",
                   "ss_base_model_version", "ss_network_module", "ss_output_name", "ss_training_comment",
                   "modelspec.architecture", "modelspec.title", "name", "version")
+
+
+_LOCALFLUX_PREFIX = "localflux."  # written by `localflux train-lora` (train/export.py)
 
 
 def inspect_lora(path: str | Path) -> dict:
@@ -61,7 +65,8 @@ def inspect_lora(path: str | Path) -> dict:
         "modules": len(modules),
         "targets": _targets(modules),
         "trigger_words": _trigger_words(lora.metadata),
-        "training": {k: _maybe_json(lora.metadata[k]) for k in _TRAINING_KEYS if k in lora.metadata},
+        "training": {k: _maybe_json(lora.metadata[k]) for k in lora.metadata
+                     if k in _TRAINING_KEYS or k.startswith(_LOCALFLUX_PREFIX)},
         "metadata_keys": sorted(lora.metadata),
     }
 
