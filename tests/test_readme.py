@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 
 REAL_WEIGHT_MARKERS = ("configs/schnell.toml", "configs/dev.toml", "configs/portrait.toml", "weights/FLUX.1-dev",
-                       "configs/train-subject.toml")
+                       "configs/train-subject.toml", "configs/dev-12gb.toml")
 
 
 def readme_commands() -> list[list[str]]:
@@ -41,6 +41,13 @@ def workspace(tmp_path, tiny_folders):
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     shutil.copytree(REPO / "jobs", tmp_path / "jobs")
     shutil.copytree(tiny_folders["dev"], tmp_path / "weights" / "FLUX.1-dev")
+    from safetensors.torch import load_file
+
+    from gguf_tiny import write_q8_gguf
+
+    # stands in for a real quantized FLUX.1-dev transformer (configs/dev-12gb.toml): the tiny one as Q8_0
+    transformer = tiny_folders["dev"] / "transformer" / "diffusion_pytorch_model.safetensors"
+    write_q8_gguf(load_file(transformer), tmp_path / "weights" / "flux1-dev-Q4_K_S.gguf")
     (tmp_path / "loras").mkdir()
     write_diffusers(tmp_path / "loras" / "anna.safetensors", metadata_alpha=4)
     write_kohya_file(tmp_path / "loras" / "film.safetensors")
