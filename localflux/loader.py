@@ -87,6 +87,8 @@ def describe_source(text: str, base: str | None = None, revision: str | None = N
             raise ModelSourceError(f"single-file checkpoint {text!r} needs model.base (--base): a diffusers FLUX folder "
                                    "or hub id that provides the VAE, text encoders and tokenizers")
         return Source("single_file", text, path, base=describe_source(base, revision=revision, download=download))
+    if path.suffix.lower() in SINGLE_FILE_SUFFIXES + (".gguf",):
+        raise ModelSourceError(f"model file {text!r} does not exist; check the path, or download the checkpoint there")
     if path.parent != Path(".") and path.parent.is_dir():
         # "weights/FLUX.1-dev" where weights/ exists is a folder the user meant, not a hub id
         raise ModelSourceError(f"model folder {text!r} does not exist; put a diffusers FLUX folder there "

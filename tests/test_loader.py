@@ -135,7 +135,8 @@ def _folder(path):
 
 
 @pytest.mark.parametrize("make,needle", [
-    (lambda d: d / "missing", "does not exist"),
+    (lambda d: d / "missing", "model folder .* does not exist"),
+    (lambda d: d / "flux1-dev-Q8_0.gguf", "model file .* does not exist; check the path"),
     (lambda d: _folder(d / "empty"), "no model_index.json"),
     (lambda d: _file(d / "x.bin", b"x"), "is not a .safetensors or .gguf checkpoint"),
     (lambda d: _file(d / "trunc.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{"), "is not a readable .safetensors file"),
