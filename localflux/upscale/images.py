@@ -21,10 +21,10 @@ import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import UpscaleError
+from ..recipe import CHUNK_RECIPE as RECIPE_KEY  # one name for the recipe chunk, defined with the recipe
 from . import pngio
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-RECIPE_KEY = "localflux"
 
 
 @dataclass
