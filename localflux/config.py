@@ -222,9 +222,25 @@ class Layers:
             self.set(key, value, origin=origin)
 
     def set(self, key: str, value: Any, origin: str) -> None:
+        item = _ITEM_KEY.match(key)
+        if item is not None:  # "lora[0].scale": one field of one [[lora]] entry
+            key, value = self._item_update(item[1], int(item[2]), item[3], value, origin)
         _check_known_key(key, origin, root=self.root, note=self.schema_note)
         self.values[key] = value
         self.origins[key] = origin
+
+    def _item_update(self, name: str, index: int, field_name: str, value: Any, origin: str) -> tuple[str, list]:
+        hint = _type_hints(self.root or Config).get(name)
+        if hint is None or _list_item_class(hint) is None:
+            raise ConfigError(f"{origin}: {name!r} is not an array of tables; only entries such as lora[0].scale "
+                              "can be addressed by index")
+        items = self.values.get(name) or []
+        if index >= len(items):
+            raise ConfigError(f"{origin}: there are only {len(items)} [[{name}]] entr{'y' if len(items) == 1 else 'ies'}, "
+                              f"so {name}[{index}] does not exist (indices start at 0)")
+        items = [dict(entry) for entry in items]
+        items[index][field_name] = value
+        return name, items
 
     def build(self):
         return _build_dataclass(self.root or Config, self.values, self.origins, prefix="")
@@ -435,6 +451,7 @@ def _check_range(value: Any, metadata, dotted: str, origin: str) -> None:
 
 # ---------------------------------------------------------------- paths
 
+_ITEM_KEY = re.compile(r"^(\w+)\[(\d+)\]\.(\w+)$")
 _PATH_KEYS = ("model.base", "output.dir", "upscale.model")
 _WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".sft", ".ckpt", ".pt", ".pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -25,7 +25,6 @@ from . import config as config_mod
 from .config import Config
 from .errors import ConfigError
 
-_LORA_KEY = re.compile(r"^lora\[(\d+)\]\.(\w+)$")
 _NOT_VARIABLE = ("sampling.seed", "sampling.count", "sampling.batch_size", "output.dir")
 SHEET_CHUNK = "localflux-sweep"
 
@@ -117,16 +116,8 @@ def parse_vary(text: str) -> tuple[str, list]:
 
 
 def with_value(config: Config, key: str, value: Any) -> Config:
-    """``config`` with one key changed; ``lora[N].field`` addresses one [[lora]] entry."""
-    match = _LORA_KEY.match(key)
-    if match is None:
-        return _replace(config, key, value)
-    index, name = int(match[1]), match[2]
-    if index >= len(config.lora):
-        raise ConfigError(f"--vary {key}: there are only {len(config.lora)} LoRA(s) ([[lora]] entries or --lora)")
-    items = [dataclasses.asdict(entry) for entry in config.lora]
-    items[index][name] = value
-    return _replace(config, "lora", items, origin=f"--vary {key}")
+    """``config`` with one key changed (``lora[N].field`` addresses one [[lora]] entry)."""
+    return _replace(config, key, value)
 
 
 def _replace(config: Config, key: str, value: Any, origin: str = "") -> Config:

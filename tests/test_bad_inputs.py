@@ -354,7 +354,7 @@ CASES = [
     Case("sweep: --vary value of the wrong type", lambda c: _sweep("--seeds", "1,2", "--vary", "sampling.steps=2,many"),
          ["--vary sampling.steps", "sampling.steps must be an integer"]),
     Case("sweep: --vary a LoRA that is not there", lambda c: _sweep("--seeds", "1", "--lora", _lora(c), "--vary", "lora[3].scale=0,1"),
-         ["lora[3].scale", "only 1 LoRA"]),
+         ["lora[3].scale", "only 1 [[lora]] entry"]),
     # ---- upscale inputs, models and weights
     Case("upscale: input does not exist", lambda c: _upscale(c, inputs=[c.tmp / "gone.png"]), ["gone.png", "not found"]),
     Case("upscale: input is not an image", lambda c: _upscale(c, inputs=[c.write("notes.png", "hello")]),

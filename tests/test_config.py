@@ -96,3 +96,18 @@ def test_shipped_configs_load():
         if path.name.startswith("train-"):
             continue  # training configs have their own schema (tests/test_train_config.py)
         load_config(path)
+
+
+def test_set_addresses_one_array_entry(tmp_path):
+    path = write(tmp_path, '[[lora]]\npath = "a.safetensors"\nscale = 0.5\n[[lora]]\npath = "b.safetensors"\n')
+    config = load_config(path, sets=["lora[1].scale=-0.25"])
+    assert [entry.scale for entry in config.lora] == [0.5, -0.25]
+    assert config.lora[0].path == str(tmp_path / "a.safetensors")
+    with pytest.raises(ConfigError, match=r"only 2 \[\[lora\]\] entries, so lora\[2\] does not exist"):
+        load_config(path, sets=["lora[2].scale=1"])
+    with pytest.raises(ConfigError, match=r"lora\[0\]\.scael is not a known key"):
+        load_config(path, sets=["lora[0].scael=1"])
+    with pytest.raises(ConfigError, match=r"lora\[0\]\.scale must be a number"):
+        load_config(path, sets=["lora[0].scale=big"])
+    with pytest.raises(ConfigError, match="'sampling' is not an array of tables"):
+        load_config(path, sets=["sampling[0].steps=2"])

@@ -80,4 +80,4 @@ def test_sweep_prompt_part_and_bad_lora_index(tmp_path, run_cli):
     finals = [read_recipe(p)["prompt"]["final"] for p in stdout.split()[:-1]]
     assert finals[0] != finals[1] and all(f.startswith("a red cat, ") for f in finals)
     code, stdout, err = run_cli("sweep", *RENDER, "--seeds", "1", "--vary", "lora[0].scale=0,1", "--out", tmp_path / "q")
-    assert code == 2 and "only 0 LoRA" in err and stdout == ""
+    assert code == 2 and "only 0 [[lora]] entries" in err and stdout == ""
