@@ -81,3 +81,12 @@ def test_gpu_only_modes_fail_clearly_on_the_cpu(tmp_path, run_cli):
     code, _, err = run_cli("bench", "--mode", "nonsense", "--tiny")
     assert code == 2 and "fast-cudnn" in err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_tiny_run_without_results_flag_appends_nowhere(tmp_path, monkeypatch, run_cli):
+    # a CPU run must never land in the committed GPU results file
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("bench", "--tiny", "--mode", "eager", "--repeats", "1")
+    assert code == 0, err
+    assert "ratio localflux/baseline" in out and "appended" not in err
+    assert not (tmp_path / "benchmarks").exists()

@@ -292,7 +292,7 @@ def localflux_renderer(pipe, s: Settings):
 # ---------------------------------------------------------------- one invocation
 
 
-def run_bench(s: Settings, command: str, results_path: Path) -> dict:
+def run_bench(s: Settings, command: str, results_path: Path | None) -> dict:
     import numpy as np
     import torch
     from diffusers import FluxPipeline
@@ -347,7 +347,8 @@ def run_bench(s: Settings, command: str, results_path: Path) -> dict:
                        "note": "first timed image, localflux vs baseline, 0-255 levels (random weights: a proxy)"},
         "target": None if s.tiny else TARGETS.get((s.preset, s.mode)),
     }
-    append_result(results_path, record)
+    if results_path is not None:
+        append_result(results_path, record)
     return record
 
 

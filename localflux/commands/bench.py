@@ -9,6 +9,9 @@ MODE_NAMES = ["eager", "fast", "fast-cudnn", "fast-flash", "fast-efficient", "co
               "fp8-fast", "cap24-model", "cap24-resident", "cap24-auto", "cap12-group", "cap12-auto"]
 
 
+GPU_RESULTS = "benchmarks/results/results.json"
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench", help="benchmark a localflux mode against plain diffusers in the same process",
@@ -23,8 +26,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, help="default: the preset's (28 dev, 4 schnell; --tiny 2)")
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
-    parser.add_argument("--results", metavar="FILE", default="benchmarks/results/results.json",
-                        help="JSON list the record is appended to")
+    parser.add_argument("--results", metavar="FILE",
+                        help="JSON list the record is appended to (default: benchmarks/results/results.json; "
+                             "--tiny appends nowhere unless this is given, so CPU runs never mix with GPU figures)")
     parser.add_argument("--dry-run", action="store_true",
                         help="build every full-size config on the meta device (no memory) and print parameter counts")
     parser.set_defaults(func=run)
@@ -43,9 +47,11 @@ def run(args) -> int:
     settings = settings_from_args(args)
     command = "localflux " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("localflux", "__main__.py")) else \
         "localflux bench " + " ".join(_argv(args))
-    record = run_bench(settings, command, args.results)
+    results = args.results or (None if args.tiny else GPU_RESULTS)
+    record = run_bench(settings, command, results)
     print_record(record)
-    print(f"appended to {args.results}", file=sys.stderr)
+    if results is not None:
+        print(f"appended to {results}", file=sys.stderr)
     return 0
 
 
