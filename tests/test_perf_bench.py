@@ -50,7 +50,7 @@ def test_modes_match_the_cli_list():
     from localflux.bench.run import MODES
     from localflux.commands.bench import MODE_NAMES
 
-    assert list(MODES) == MODE_NAMES
+    assert list(MODES) + ["upscale"] == MODE_NAMES  # upscale is its own path (bench/upscale.py)
 
 
 def test_tiny_runs_of_the_modes_append_documented_records(tmp_path, run_cli):
@@ -90,3 +90,19 @@ def test_tiny_run_without_results_flag_appends_nowhere(tmp_path, monkeypatch, ru
     assert code == 0, err
     assert "ratio localflux/baseline" in out and "appended" not in err
     assert not (tmp_path / "benchmarks").exists()
+
+
+def test_tiny_upscale_mode_times_the_stage_against_the_bare_network(tmp_path, run_cli):
+    results = tmp_path / "results.json"
+    code, out, err = run_cli("bench", "--tiny", "--mode", "upscale", "--repeats", "1", "--warmup", "0",
+                             "--results", results)
+    assert code == 0, err
+    assert "realesrgan-x4plus 32x32 -> 128x128" in out and "ratio localflux/baseline" in out
+    (record,) = json.loads(results.read_text())
+    assert record["mode"] == "upscale" and record["target"] is None
+    assert record["settings"]["output"] == [128, 128] and record["settings"]["scale"] == 4
+    assert record["settings"]["architecture"].startswith("RRDBNet")
+    assert record["localflux"]["tiling"]["tiles"] >= 1
+    assert record["ratio"]["end_to_end"] > 0 and record["baseline"]["end_to_end_s"]["n"] == 1
+    # the engine and one bare call agree away from the border (where only padding differs)
+    assert record["difference"]["mean_levels"] < 8

@@ -418,8 +418,13 @@ def format_table(record: dict) -> str:
         memory = record[side]["peak_memory"]
         return f"{memory['max_allocated_gib']:.1f}/{memory['device_used_peak_gib']:.1f}" if memory else "-"
 
-    rows = [f"{record['settings']['preset']} {record['settings']['width']}x{record['settings']['height']}, "
-            f"{record['settings']['steps']} steps, mode {record['mode']} on {record['device']['name']}",
+    settings = record["settings"]
+    if record["mode"] == "upscale":
+        title = (f"{settings['upscaler']} {settings['width']}x{settings['height']} -> {settings['output'][0]}x"
+                 f"{settings['output'][1]}, {settings['dtype']}")
+    else:
+        title = f"{settings['preset']} {settings['width']}x{settings['height']}, {settings['steps']} steps"
+    rows = [f"{title}, mode {record['mode']} on {record['device']['name']}",
             f"{'':<10}{'image s':>10}{'step s':>10}{'warm-up s':>11}{'peak GiB (alloc/device)':>25}"]
     for side in ("baseline", "localflux"):
         warm = record[side]["warmup_s"]

@@ -6,7 +6,7 @@ import sys
 
 # kept in step with bench.run.MODES (tests check); listed here so --help needs no torch import
 MODE_NAMES = ["eager", "fast", "fast-cudnn", "fast-flash", "fast-efficient", "compile", "fp8-storage", "fp8",
-              "fp8-fast", "cap24-model", "cap24-resident", "cap24-auto", "cap12-group", "cap12-auto"]
+              "fp8-fast", "cap24-model", "cap24-resident", "cap24-auto", "cap12-group", "cap12-auto", "upscale"]
 
 
 GPU_RESULTS = "benchmarks/results/results.json"
@@ -20,11 +20,14 @@ def add_parser(subparsers) -> None:
                     "See docs/speed.md.")
     parser.add_argument("--model", choices=["dev", "schnell"], default="dev")
     parser.add_argument("--mode", default="fast", metavar="MODE", help=f"one of: {', '.join(MODE_NAMES)}")
+    parser.add_argument("--upscaler", default="realesrgan-x4plus", metavar="NAME_OR_FILE",
+                        help="--mode upscale: the upscaler timed (default realesrgan-x4plus; 1024 px input in fp16, "
+                             "--tiny: 32 px in fp32 on the CPU)")
     parser.add_argument("--tiny", action="store_true", help="the same code paths on the tiny model on the CPU (seconds)")
     parser.add_argument("--repeats", type=int, help="timed images per side (default 5; --tiny 2)")
     parser.add_argument("--warmup", type=int, help="untimed images first (default 1)")
     parser.add_argument("--steps", type=int, help="default: the preset's (28 dev, 4 schnell; --tiny 2)")
-    parser.add_argument("--width", type=int)
+    parser.add_argument("--width", type=int, help="image width (--mode upscale: the square input side)")
     parser.add_argument("--height", type=int)
     parser.add_argument("--results", metavar="FILE",
                         help="JSON list the record is appended to (default: benchmarks/results/results.json; "
@@ -44,11 +47,18 @@ def run(args) -> int:
         return 0
     from ..bench.run import print_record, run_bench, settings_from_args
 
-    settings = settings_from_args(args)
     command = "localflux " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("localflux", "__main__.py")) else \
         "localflux bench " + " ".join(_argv(args))
     results = args.results or (None if args.tiny else GPU_RESULTS)
-    record = run_bench(settings, command, results)
+    if args.mode == "upscale":
+        from ..bench.upscale import run_upscale_bench
+
+        record = run_upscale_bench(upscaler=args.upscaler, size=args.width or (32 if args.tiny else 1024),
+                                   tiny=args.tiny, warmup=args.warmup if args.warmup is not None else 1,
+                                   repeats=args.repeats or (2 if args.tiny else 10), command=command,
+                                   results_path=results)
+    else:
+        record = run_bench(settings_from_args(args), command, results)
     print_record(record)
     if results is not None:
         print(f"appended to {results}", file=sys.stderr)
@@ -56,7 +66,8 @@ def run(args) -> int:
 
 
 def _argv(args) -> list[str]:
-    parts = [f"--model {args.model}", f"--mode {args.mode}"] + (["--tiny"] if args.tiny else [])
+    parts = [f"--model {args.model}" if args.mode != "upscale" else f"--upscaler {args.upscaler}",
+             f"--mode {args.mode}"] + (["--tiny"] if args.tiny else [])
     for name in ("repeats", "warmup", "steps", "width", "height"):
         if getattr(args, name) is not None:
             parts.append(f"--{name} {getattr(args, name)}")
