@@ -73,6 +73,18 @@ def test_estimates_follow_the_config(dev_footprint):
     assert MemoryPlan("fp8-storage").lossy and not MemoryPlan("full", offload="group").lossy
 
 
+def test_t5_on_the_cpu_takes_its_weights_and_activations_off_the_accelerator(dev_footprint):
+    from localflux.memory.plan import activation_bytes, stage_peaks
+
+    work = Workload()
+    on_gpu = stage_peaks(MemoryPlan(offload="model"), dev_footprint, work)
+    on_cpu = stage_peaks(MemoryPlan(offload="model", t5_device="cpu"), dev_footprint, work)
+    t5_weights = dev_footprint.t5 * work.compute_bytes
+    # text stage: only CLIP is left on the accelerator; the other stages do not change
+    assert on_gpu["text"] - on_cpu["text"] == t5_weights - dev_footprint.clip * 2 + activation_bytes(dev_footprint, work)["text"]
+    assert on_cpu["denoise"] == on_gpu["denoise"] and on_cpu["decode"] == on_gpu["decode"]
+
+
 def test_offload_modes_wire_on_cpu_and_keep_pixels():
     reference, recipe = render()
     assert recipe["decisions"]["memory"]["offload"] == "none"

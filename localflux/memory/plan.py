@@ -172,6 +172,8 @@ def stage_peaks(plan: MemoryPlan, fp: Footprint, work: Workload, gguf_bytes: int
         on = {"text": t5_block, "denoise": block, "decode": vae}
     else:
         raise ValueError(f"unknown offload mode {plan.offload!r}")
+    if plan.t5_device == "cpu":  # T5 encodes on the CPU: its activations never touch the accelerator
+        act["text"] = 0
     return {stage: on[stage] + act[stage] + RUNTIME_RESERVE for stage in on}
 
 
