@@ -8,6 +8,7 @@ imports happen inside ``run``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "no_progress", False):
         _hide_library_progress_bars()
     try:
-        return int(args.func(args) or 0)
+        with _localflux_messages(args.verbose):
+            return int(args.func(args) or 0)
     except LocalFluxError as exc:
         print(f"localflux: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
@@ -88,6 +90,37 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 1
+
+
+class _StderrLines(logging.Handler):
+    """localflux's log records as ``localflux: ...`` lines on the current ``sys.stderr``.
+
+    Looked up at emit time rather than bound once, so redirected stderr (tests, embedding apps) works.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            prefix = "localflux: warning: " if record.levelno >= logging.WARNING else "localflux: "
+            print(prefix + one_line(record.getMessage()), file=sys.stderr, flush=True)
+        except Exception:  # logging must never take the command down
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _localflux_messages(verbose: bool):
+    # Library modules log (silent when localflux is imported by a script); the command shows the
+    # INFO status lines (seed, size, plan, LoRAs) and warnings, and restores the logger afterwards.
+    logger = logging.getLogger("localflux")
+    handler, saved = _StderrLines(), (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def _hide_library_progress_bars() -> None:

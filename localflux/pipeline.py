@@ -144,7 +144,7 @@ def load(config: Config) -> LoadedModel:
     preset = config.model.preset if config.model.preset != "auto" else detect_preset(source)
     memory_plan = resolve_plan(config, source, preset, placement)
     if memory_plan.chosen_by == "auto":
-        print(f"localflux: memory plan: {memory_plan.label()} ({memory_plan.reason})", file=sys.stderr)
+        log.info("memory plan: %s (%s)", memory_plan.label(), memory_plan.reason)
 
     def load_base():
         return load_model(config.model, placement, offload=memory_plan.offload, memory_plan=memory_plan,
@@ -263,18 +263,17 @@ def _image_bar(total: int, progress: bool):
 def _announce(the_plan: Plan) -> None:
     c = the_plan.config
     if the_plan.seed_was_random:
-        print(f"localflux: seed {c.sampling.seed} (random; pass --seed {c.sampling.seed} to render it again)", file=sys.stderr)
+        log.info("seed %d (random; pass --seed %d to render it again)", c.sampling.seed, c.sampling.seed)
     if the_plan.size.snapped:
         req = the_plan.size.requested
-        print(f"localflux: size {the_plan.size.width}x{the_plan.size.height} "
-              f"(asked for {req[0]:g}x{req[1]:g}; sides are multiples of 16)", file=sys.stderr)
+        log.info("size %dx%d (asked for %gx%g; sides are multiples of 16)", the_plan.size.width, the_plan.size.height,
+                 req[0], req[1])
 
 
 def _announce_loras(model: LoadedModel) -> None:
     state = model.lora_state
     for lora in state.loras if state is not None else []:
-        print(f"localflux: LoRA {lora.name} x{lora.scale:g} ({lora.format}, {state.mode}): {lora.summary()}",
-              file=sys.stderr)
+        log.info("LoRA %s x%g (%s, %s): %s", lora.name, lora.scale, lora.format, state.mode, lora.summary())
 
 
 def _absolute_paths(config: Config) -> Config:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from typing import Any
 from . import config as config_mod
 from .config import Config
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _NOT_VARIABLE = ("sampling.seed", "sampling.count", "sampling.batch_size", "output.dir")
 SHEET_CHUNK = "localflux-sweep"
@@ -179,7 +181,7 @@ def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str 
                             result.recipe, sidecar=the_plan.config.output.sidecar)
         sweep.cells.append(Cell(row, column, seed, value, path, result.image))
         if progress:
-            print(f"localflux: sweep cell {len(sweep.cells)}/{len(plans)} (seed {seed}, {key}={value})", file=sys.stderr)
+            log.info("sweep cell %d/%d (seed %d, %s=%s)", len(sweep.cells), len(plans), seed, key, value)
     labels = [v if isinstance(v, str) else json.dumps(v) for v in values]
     sweep.sheet, sweep.layout = contact_sheet(sweep.cells, [f"seed {s}" for s in seeds], labels, title=key,
                                               cell_size=cell_size)
@@ -193,7 +195,7 @@ def _announce(model, announced: set) -> None:
     for lora in state.loras if state is not None else []:
         if lora.path not in announced:
             announced.add(lora.path)
-            print(f"localflux: LoRA {lora.name} ({lora.format}, {state.mode}): {lora.summary()}", file=sys.stderr)
+            log.info("LoRA %s (%s, %s): %s", lora.name, lora.format, state.mode, lora.summary())
 
 
 # ---------------------------------------------------------------- contact sheet

@@ -41,11 +41,22 @@ def test_bad_aspect_and_too_large():
         resolve_size(None, None, 16, "8:1")
 
 
-def test_final_size_is_said(capsys):
-    result = generate({"model": {"source": "tiny"}, "prompt": {"subject": "x"}, "size": {"width": 70, "height": 50},
-                       "sampling": {"seed": 1, "steps": 1}}, save=False, progress=False)[0]
+def test_final_size_is_said(caplog, capsys):
+    with caplog.at_level(logging.INFO, logger="localflux"):
+        result = generate({"model": {"source": "tiny"}, "prompt": {"subject": "x"},
+                           "size": {"width": 70, "height": 50}, "sampling": {"seed": 1, "steps": 1}},
+                          save=False, progress=False)[0]
     assert result.image.size == (64, 48)
-    assert "size 64x48 (asked for 70x50" in capsys.readouterr().err
+    assert "size 64x48 (asked for 70x50" in caplog.text  # logged by the library ...
+    assert "size 64x48" not in capsys.readouterr().err  # ... and not printed: a script's stderr stays its own
+
+
+def test_cli_prints_library_status_lines(run_cli, tmp_path):
+    code, _, err = run_cli("generate", "--model", "tiny", "--prompt", "x", "--width", "70", "--height", "50",
+                           "--steps", "1", "--seed", "1", "--out", tmp_path)
+    assert code == 0, err
+    assert "localflux: size 64x48 (asked for 70x50" in err
+    assert logging.getLogger("localflux").handlers == []  # the command's handler is removed afterwards
 
 
 def test_prompt_template_joins_parts_in_fixed_order():

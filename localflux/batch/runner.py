@@ -345,6 +345,7 @@ class _Interrupts:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        # print, not logging: this runs in a signal handler, where logging's lock could deadlock
         print("localflux: stopping after the current image (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
