@@ -100,8 +100,10 @@ class _StderrLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            from tqdm import tqdm  # its write() keeps an open progress bar intact below the line
+
             prefix = "localflux: warning: " if record.levelno >= logging.WARNING else "localflux: "
-            print(prefix + one_line(record.getMessage()), file=sys.stderr, flush=True)
+            tqdm.write(prefix + one_line(record.getMessage()), file=sys.stderr)
         except Exception:  # logging must never take the command down
             self.handleError(record)
 
