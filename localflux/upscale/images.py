@@ -145,7 +145,9 @@ def resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (values.shape[1], values.shape[0]) == size:
         return values
     if values.ndim == 2:
-        return np.asarray(Image.fromarray(values.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
+        # no copy for a contiguous float32 plane (the engine's output planes are): Pillow maps it
+        plane = np.ascontiguousarray(values, dtype=np.float32)
+        return np.asarray(Image.fromarray(plane).resize(size, Image.Resampling.LANCZOS))
     planes = [resize(values[:, :, c], size) for c in range(values.shape[2])]
     return np.stack(planes, axis=2)
 
@@ -156,14 +158,20 @@ def target_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def assemble(color: np.ndarray, alpha: np.ndarray | None, gray: bool, bits: int) -> np.ndarray:
-    """Integer HxWxC samples from float colour (+ alpha), using ncnn's ``trunc(x*max + 0.5)``."""
+    """Integer HxWxC samples from float colour (+ alpha), using ncnn's ``trunc(x*max + 0.5)``.
+
+    Plane by plane into the integer result, so a large output needs no full-size float temporaries.
+    """
     from .engine import to_integer
 
     max_value = 65535 if bits == 16 else 255
-    planes = [color @ LUMA] if gray else [color[:, :, c] for c in range(3)]
+    planes = [lambda: color @ LUMA] if gray else [lambda c=c: color[:, :, c] for c in range(3)]
     if alpha is not None:
-        planes.append(alpha)
-    return to_integer(np.stack(planes, axis=2), max_value)
+        planes.append(lambda: alpha)
+    out = np.empty(color.shape[:2] + (len(planes),), dtype=np.uint8 if bits == 8 else np.uint16)
+    for index, plane in enumerate(planes):
+        out[:, :, index] = to_integer(plane(), max_value)
+    return out
 
 
 def samples_to_pil(samples: np.ndarray, bits: int) -> Image.Image:
