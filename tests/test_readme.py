@@ -55,7 +55,9 @@ def workspace(tmp_path, tiny_folders):
 
     from _train_helpers import make_subject
 
-    make_subject(tmp_path / "datasets" / "anna")
+    anna = make_subject(tmp_path / "datasets" / "anna")
+    for path in anna.glob("*.png"):  # configs/train-subject.toml trains at 512 and 768: photo-sized, not 64 px
+        Image.open(path).resize((384, 384), Image.Resampling.NEAREST).save(path)
     with Image.open(REPO / "tests" / "data" / "upscale" / "astronaut-64.png") as photo:  # a real photo crop
         photo.convert("RGB").crop((0, 0, 48, 48)).save(tmp_path / "photo.png")
     return tmp_path

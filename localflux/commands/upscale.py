@@ -18,11 +18,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="upscale images with Real-ESRGAN (any scale 1 < s <= 8)",
         description=(
             "Upscale images with a Real-ESRGAN model: the network runs at its native scale, then Lanczos "
-            "resamples to exactly round(w*s) x round(h*s).  Outputs are PNG named <stem>-x<scale>.png, "
-            "never overwriting; a localflux recipe in the input is kept and gains an upscale step.  See docs/upscale.md."
+            "resamples to exactly round(w*s) x round(h*s).  Photos are read upright (EXIF orientation applied) "
+            "and keep their ICC profile.  Outputs are PNG named <stem>-x<scale>.png, never overwriting; a "
+            "localflux recipe in the input is kept and gains an upscale step.  See docs/upscale.md."
         ),
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files to upscale")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or folders of images, to upscale")
     parser.add_argument("--model", default=None, help="registry name (see 'localflux weights list') or a .safetensors/.pth path; default: realesrgan-x2plus for scale <= 2 if installed, else realesrgan-x4plus")
     parser.add_argument("--scale", type=float, default=2.0, help="output scale, 1 < S <= 8 (default 2)")
     parser.add_argument("--tile", type=int, default=None, help="core tile size in input pixels (default: from free memory)")
@@ -35,22 +36,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _validate_inputs(inputs: list[str]) -> list[Path]:
-    from PIL import Image, UnidentifiedImageError
+# What a folder input contributes: files with these suffixes (any case), hidden files skipped.
+FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif")
 
+
+def _expand(inputs: list[str]) -> list[Path]:
+    """Files as given; a folder stands for its images (not its sub-folders), sorted by name."""
     from ..errors import UpscaleError
 
     paths = []
     for text in inputs:
         path = Path(text)
-        if not path.is_file():
-            raise UpscaleError(f"input image {text!r} not found")
-        try:
-            with Image.open(path) as image:
-                image.verify()  # header + checksums, cheap; catches most corrupt files before anything is written
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise UpscaleError(f"input {text!r} is not an image Pillow can read; pass PNG, JPEG, WebP or another image file") from None
-        paths.append(path)
+        if not path.is_dir():
+            paths.append(path)
+            continue
+        # ._IMG_0001.JPG (macOS resource forks) and .DS_Store look like images by suffix but are not
+        found = sorted(p for p in path.iterdir()
+                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FOLDER_SUFFIXES)
+        if not found:
+            raise UpscaleError(f"folder {text!r} has no images ({', '.join(FOLDER_SUFFIXES)}; sub-folders are not searched)")
+        paths.extend(found)
+    return paths
+
+
+def _validate_inputs(inputs: list[str]) -> list[Path]:
+    """Every input decoded in full before anything is written: a corrupt or unsupported file
+    later in the list must not leave the earlier outputs behind."""
+    from ..upscale.images import read_picture
+
+    paths = _expand(inputs)
+    for path in paths:
+        read_picture(path)  # raises UpscaleError naming the file; the pixels are read again when it is upscaled
     return paths
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..output import atomic_write_bytes, ensure_output_dir
-from .dataset import Dataset, pixels_for_bucket
+from .dataset import PIXELS_VERSION, Dataset, pixels_for_bucket
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def build_cache(pipe, dataset: Dataset, *, cache_dir: Path, model_hash: str, dev
     vae_dtype = str(pipe.vae.dtype)
     for sample_index, bucket in latent_jobs:
         sample = dataset.samples[sample_index]
-        key = _key("latent", model_hash, sample.sha256, bucket, vae_dtype)
+        key = _key("latent", model_hash, sample.sha256, bucket, vae_dtype, PIXELS_VERSION)
         cache.latents[(sample_index, bucket)] = _cached(
             cache, folder / "latents" / f"{key}.safetensors",
             lambda: {"latent": _encode_latent(pipe, sample.path, bucket, device)})["latent"]

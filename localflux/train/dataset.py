@@ -2,8 +2,12 @@
 
 Everything a bad dataset can get wrong is found by ``scan_dataset`` before the model is loaded:
 an empty or missing folder, unreadable or corrupt images, files that are not images, captions
-without an image, captions that never mention the subject. Each is a ``DatasetError`` naming
-the file.
+without an image, two images for one caption name, images too small for the buckets, captions
+that never mention the subject. Each is a ``DatasetError`` naming the file.
+
+Photos are read the way a viewer shows them (:func:`load_image`): EXIF orientation applied before
+any bucketing or cropping, ICC profiles converted to sRGB, CMYK / 16-bit / palette / alpha images
+turned into 8-bit RGB (alpha composited on white).
 
 Buckets keep each image's aspect ratio: an image of aspect a trained at resolution R goes to the
 bucket (R*sqrt(a), R/sqrt(a)) rounded to multiples of 16, is resized to cover it and loses at most
@@ -25,9 +29,13 @@ from pathlib import Path
 from ..errors import DatasetError
 from .config import TRIGGER, DatasetConfig, fill_trigger
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif")
 CAPTION_SUFFIX = ".txt"
 MULTIPLE = 16
+# An image enlarged more than this to fill its bucket trains on blur; it is an error, not a silent resize.
+MAX_ENLARGE = 2.0
+# Bumped whenever load_image turns the same file into different pixels: part of the latent cache key.
+PIXELS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -85,45 +93,68 @@ def _scan_folder(folder: Path, config: DatasetConfig, *, regularization: bool, w
     if not folder.is_dir():
         state = "is a file" if folder.exists() else "does not exist"
         raise DatasetError(f"{what} {str(folder)!r} {state}; point it at a folder of images")
-    images, captions = {}, {}
+    images: dict[str, Path] = {}  # by lower-case stem: IMG_0001.JPG and img_0001.txt belong together
+    captions: dict[str, Path] = {}
+    folders: list[Path] = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
-            continue  # hidden files (.DS_Store) are not part of the dataset
+            continue  # hidden files: .DS_Store, macOS ._IMG_0001.JPG resource forks
         suffix = path.suffix.lower()
         if path.is_dir():
             if suffix in IMAGE_SUFFIXES + (CAPTION_SUFFIX,):  # skipping it would silently drop a training image
                 raise DatasetError(f"{str(path)!r} in {what} is a folder named like an image or caption; "
                                    "rename it or move it out of the folder")
-            continue  # sub-folders (a cache) are not part of the dataset
+            folders.append(path)
+            continue  # sub-folders (a cache, originals) are not part of the dataset
         if path.exists() and not path.is_file():  # a FIFO or device would block or never end on read
             raise DatasetError(f"{str(path)!r} in {what} is not a regular file (a pipe, socket or device); "
                                "move it out of the folder")
         if suffix in IMAGE_SUFFIXES:
-            images[path.stem] = path
+            _add_once(images, path, "images", "a caption could not tell them apart")
         elif suffix == CAPTION_SUFFIX:
-            captions[path.stem] = path
+            _add_once(captions, path, "captions", "only one can belong to the image")
+        elif suffix in (".heic", ".heif"):
+            raise DatasetError(f"{str(path)!r} in {what} is a HEIC/HEIF photo, which cannot be decoded here; "
+                               "export it as JPEG (or set the phone to 'Most Compatible') or move it out of the folder")
         else:
             raise DatasetError(f"{str(path)!r} in {what} is not a supported image ({', '.join(IMAGE_SUFFIXES)}) "
                                "or .txt caption; convert it or move it out of the folder")
     if not images:
-        raise DatasetError(f"{what} {str(folder)!r} has no images ({', '.join(IMAGE_SUFFIXES)}); add some")
+        nested = [f.name for f in folders if any(p.suffix.lower() in IMAGE_SUFFIXES for p in f.iterdir())]
+        hint = (f"; sub-folders are not searched and {nested[0]!r} holds images: point {what} at it" if nested
+                else "; add some")
+        raise DatasetError(f"{what} {str(folder)!r} has no images ({', '.join(IMAGE_SUFFIXES)}){hint}")
     orphans = sorted(set(captions) - set(images))
     if orphans:
         raise DatasetError(f"caption {str(captions[orphans[0]])!r} has no image of the same name in {what}; "
                            "add the image or remove the caption")
-    stems = {}
-    for stem in images:
-        if stem.lower() in stems:
-            raise DatasetError(f"{str(images[stem])!r} and {str(images[stems[stem.lower()]])!r} share a name; "
-                               "a caption could not tell them apart, rename one")
-        stems[stem.lower()] = stem
     samples = []
-    for stem, path in images.items():
-        caption = _caption(captions.get(stem), config, regularization)
+    for key, path in images.items():
+        caption = _caption(captions.get(key), config, regularization)
         data = _read_bytes(path)
         width, height = image_size(path)
+        _check_size(path, width, height, config.resolutions)
         samples.append(Sample(path, caption, hashlib.sha256(data).hexdigest(), width, height, regularization))
     return samples
+
+
+def _add_once(found: dict[str, Path], path: Path, kind: str, why: str) -> None:
+    """Files pair by name without case or extension; two files for one name are an error."""
+    key = path.stem.lower()
+    if key in found:
+        raise DatasetError(f"{str(found[key])!r} and {str(path)!r} are two {kind} for the name {path.stem!r}; "
+                           f"{why}: rename or remove one")
+    found[key] = path
+
+
+def _check_size(path: Path, width: int, height: int, resolutions) -> None:
+    for resolution in resolutions:
+        bw, bh = bucket_for(width, height, resolution)
+        enlarge = max(bw / width, bh / height)
+        if enlarge > MAX_ENLARGE:
+            raise DatasetError(f"{str(path)!r} is {width}x{height}, too small for resolution {resolution} (its "
+                               f"{bw}x{bh} bucket would enlarge it {enlarge:.1f}x, at most {MAX_ENLARGE:g}x is "
+                               "allowed); use a larger photo, remove it, or lower dataset.resolutions")
 
 
 def _caption(path: Path | None, config: DatasetConfig, regularization: bool) -> str:
@@ -133,10 +164,15 @@ def _caption(path: Path | None, config: DatasetConfig, regularization: bool) -> 
                                "'photo of a woman', without [trigger]); one is missing")
         return fill_trigger(config.caption_template, config.trigger)
     raw = _read_bytes(path)
+    # UTF-16 only with its byte-order mark (Windows Notepad's "Unicode"); UTF-8 with or without one.
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
     try:
-        text = raw.decode("utf-8-sig").strip()
+        text = raw.decode(encoding)
     except UnicodeDecodeError:
         raise DatasetError(f"caption {str(path)!r} is not UTF-8 text; save it as UTF-8") from None
+    # One line of single-spaced text: CRLF, trailing blanks and tabs from editors change neither the
+    # embedding's meaning nor, now, the dataset hash.
+    text = " ".join(text.lstrip("\ufeff").split())
     if not text:
         text = config.caption_template
     if regularization:
@@ -158,21 +194,48 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def load_image(path: Path):
-    """The image as RGB with its EXIF orientation applied (RGBA on white, CMYK/gray/palette converted)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """The image as 8-bit sRGB ``RGB``, as a viewer shows it.
+
+    EXIF orientation applied; an RGB ICC profile (Display P3, Adobe RGB ...) converted to sRGB;
+    CMYK through its profile when it has one; 16-bit grey scaled to 8 bits (not clipped); alpha,
+    transparent palette entries and tRNS colour keys composited on white; grey and palette to RGB.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from .. import photos
 
     try:
         with Image.open(path) as image:
             image.load()  # decode everything now: a truncated file fails here, not mid-training
-            image = ImageOps.exif_transpose(image)
+            image = photos.upright(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or exc.__class__.__name__
         raise DatasetError(f"{str(path)!r} is not a readable image ({reason}); re-export it or remove it") from None
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _high_bit_grey(image, path)
+    if image.mode == "CMYK":
+        image = photos.cmyk_to_rgb(image)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or image.info.get("transparency") is not None:
         image = image.convert("RGBA")
+    elif image.mode != "RGB":
+        image = image.convert("RGB")  # grey, palette, 1-bit; a grey profile is taken as sRGB's tone curve
+    image = photos.to_srgb(image)
+    if image.mode == "RGBA":
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     return image.convert("RGB")
+
+
+def _high_bit_grey(image, path: Path):
+    """16-bit (and 32-bit integer) grey to 8-bit L by value / 257; Pillow's own conversion clips at 255."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F" or (values.size and (values.min() < 0 or values.max() > 65535)):
+        raise DatasetError(f"{str(path)!r} is a {'32-bit float' if image.mode == 'F' else '32-bit integer'} image "
+                           "without a fixed 0..65535 range; save it as an 8- or 16-bit image")
+    return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8))
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -167,7 +167,11 @@ class Engine:
             out = self._forward(source)[0, :, BORDER * s : -BORDER * s, BORDER * s : -BORDER * s]
             return out.permute(1, 2, 0).numpy(), 1
         acc = torch.zeros((3, height * s, width * s), dtype=torch.float32)
-        weight_sum = torch.zeros((height * s, width * s), dtype=torch.float32)
+        # The tiles form a grid and each one's weights are wy x wx, so their sum is (sum of wy) x (sum
+        # of wx): two vectors instead of a full-size plane (a 12 MP photo at x4 would need 0.8 GB more).
+        row_sum = torch.zeros(height * s, dtype=torch.float32)
+        col_sum = torch.zeros(width * s, dtype=torch.float32)
+        rows_seen, cols_seen = set(), set()
         bar = _progress_bar(len(tiles), progress)
         # Every tile computes a window of the same size (shifted inward at the image border, where it
         # just takes more real context): on CPU, oneDNN compiles kernels per input shape, and a
@@ -186,11 +190,18 @@ class Engine:
                 w2 = wy[:, None] * wx[None, :]
                 ys, xs = _out_slice(t.y, s), _out_slice(t.x, s)
                 acc[:, ys, xs] += out * w2
-                weight_sum[ys, xs] += w2
+                if t.y not in rows_seen:
+                    rows_seen.add(t.y)
+                    row_sum[ys] += wy
+                if t.x not in cols_seen:
+                    cols_seen.add(t.x)
+                    col_sum[xs] += wx
                 bar.update(1)
         finally:
             bar.close()
-        return (acc / weight_sum).permute(1, 2, 0).numpy(), len(tiles)
+        acc /= row_sum[None, :, None]  # in place: no second full-size copy
+        acc /= col_sum[None, None, :]
+        return acc.permute(1, 2, 0).numpy(), len(tiles)
 
 
 def _out_slice(span: Span, scale: int) -> slice:

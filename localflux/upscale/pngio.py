@@ -131,8 +131,8 @@ def _text_chunk(key: str, value: str) -> bytes:
         return _chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8"))
 
 
-def encode_png16(pixels: np.ndarray, text: dict[str, str] | None = None) -> bytes:
-    """PNG bytes for a ``uint16`` HxWxC array (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA)."""
+def encode_png16(pixels: np.ndarray, text: dict[str, str] | None = None, icc: bytes | None = None) -> bytes:
+    """PNG bytes for a ``uint16`` HxWxC array (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA), with an optional ICC profile."""
     if pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in COLOR_TYPE:
         raise ValueError(f"encode_png16 needs uint16 HxWxC with C in 1..4, got {pixels.dtype} {pixels.shape}")
     height, width, channels = pixels.shape
@@ -142,6 +142,8 @@ def encode_png16(pixels: np.ndarray, text: dict[str, str] | None = None) -> byte
     payload = np.concatenate([np.full((height, 1), 2, dtype=np.uint8), filtered], axis=1)
     header = struct.pack(">IIBBBBB", width, height, 16, COLOR_TYPE[channels], 0, 0, 0)
     parts = [SIGNATURE, _chunk(b"IHDR", header)]
+    if icc:  # iCCP: profile name, NUL, compression method 0 (zlib), compressed profile; before IDAT
+        parts.append(_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc)))
     for key, value in (text or {}).items():
         parts.append(_text_chunk(key, value))
     parts.append(_chunk(b"IDAT", zlib.compress(payload.tobytes(), 6)))

@@ -128,8 +128,9 @@ def upscale_pil(
     border per side (None: 32).  ``device``: auto/cpu/cuda/mps; ``dtype``: None (fp16 on GPU, fp32
     on CPU), "fp16", "bf16" or "fp32".
 
-    The result keeps the input's mode (RGB, RGBA, L, LA; 16-bit grey as ``I;16``; palette becomes
-    RGB/RGBA) and is exactly ``round(w*scale) x round(h*scale)``.  ``record`` describes the step
+    The result is upright (EXIF orientation applied), keeps the input's mode (RGB, RGBA, L, LA;
+    16-bit grey as ``I;16``; palette becomes RGB/RGBA; CMYK becomes RGB) and its ICC profile in
+    ``info["icc_profile"]``, and is exactly ``round(w*scale) x round(h*scale)``.  ``record`` describes the step
     (model, sha256, native_scale, scale, tile, overlap, dtype, device, ...) for the recipe's
     ``upscale_steps`` list.  Raises :class:`~localflux.errors.UpscaleError` for user-fixable problems.
     """
@@ -137,7 +138,10 @@ def upscale_pil(
     upscaler = get_upscaler(choose_model(model, scale), device=device, dtype=dtype)
     picture = picture_from_pil(image, text={})
     samples, record = upscaler.run(picture, scale, tile=tile, overlap=overlap, progress=progress)
-    return samples_to_pil(samples, picture.bits), record
+    result = samples_to_pil(samples, picture.bits)
+    if picture.icc:
+        result.info["icc_profile"] = picture.icc  # Pillow writes it when the image is saved
+    return result, record
 
 
 def upscale_file(path: Path, upscaler: Upscaler, scale: float, *, tile: int | None = None, overlap: int | None = None, progress: bool = True) -> tuple[bytes, dict]:
@@ -145,4 +149,4 @@ def upscale_file(path: Path, upscaler: Upscaler, scale: float, *, tile: int | No
     picture = read_picture(path)
     samples, record = upscaler.run(picture, scale, tile=tile, overlap=overlap, progress=progress)
     text = add_upscale_step(picture.text, record)
-    return encode_png(samples, picture.bits, text), record
+    return encode_png(samples, picture.bits, text, picture.icc), record
