@@ -152,7 +152,7 @@ class Engine:
                 if tile <= MIN_TILE:
                     raise UpscaleError(f"out of GPU memory even with {tile} px tiles; close other GPU programs or use --device cpu") from None
                 tile = max(MIN_TILE, tile // 2)
-                print(f"localflux: out of GPU memory; retrying with --tile {tile}", file=sys.stderr)
+                log.warning("out of GPU memory; retrying with --tile %d", tile)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,8 @@ from .. import photos
 from ..errors import UpscaleError
 from ..recipe import CHUNK_RECIPE as RECIPE_KEY  # one name for the recipe chunk, defined with the recipe
 from . import pngio
+
+log = logging.getLogger(__name__)
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -221,7 +223,7 @@ def add_upscale_step(text: dict[str, str], record: dict) -> dict[str, str]:
     except json.JSONDecodeError:
         recipe = None
     if not isinstance(recipe, dict):
-        print(f"localflux: warning: the image's {key} chunk is not a JSON object; kept unchanged", file=sys.stderr)
+        log.warning("the image's %s chunk is not a JSON object; kept unchanged", key)
         return text
     steps = recipe.get("upscale_steps")
     recipe["upscale_steps"] = (list(steps) if isinstance(steps, list) else []) + [record]

