@@ -232,3 +232,86 @@ def test_inspect_counts_a_kohya_file_with_clip_parts(tmp_path):
     assert info["format"] == "kohya (BFL keys)" and info["lora_tensors"] == 8 and info["alphas"] == 4
     assert info["text_encoder_tensors"] == 2 and info["components"] == {"transformer": 3, "clip": 1, "t5": 0}
     assert info["rank"] == "4 x3, 8 x1" and info["alpha"] == "2 x3, 8 x1"
+
+
+# ---------------------------------------------------------------- kohya export
+
+
+def _kohya_file_deltas(path) -> dict:
+    """{BFL layer: delta} from a kohya file, read the way ComfyUI and sd-scripts merge it (alpha / down rows)."""
+    from safetensors import safe_open
+
+    names = {"lora_unet_" + n.replace(".", "_"): n for n in ref.BFL_SHAPES}
+    with safe_open(str(path), "pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    deltas = {}
+    for key in [k for k in tensors if k.endswith(".lora_down.weight")]:
+        module = key.removesuffix(".lora_down.weight")
+        assert f"{module}.alpha" in tensors  # ComfyUI and kohya read these, not the metadata
+        deltas[names[module]] = ref.lora_delta(tensors[key], tensors[f"{module}.lora_up.weight"],
+                                               tensors[f"{module}.alpha"])
+    return deltas
+
+
+def test_write_kohya_matches_an_independent_bfl_reference(tmp_path):
+    """The kohya copy changes every BFL layer by exactly what the PEFT LoRA changes its diffusers layers:
+    fused q|k|v and q|k|v|mlp (parts missing, ranks and alphas differing), globals, final layer."""
+    from safetensors import safe_open
+
+    from localflux.lora.kohya import write_kohya
+
+    gen = torch.Generator().manual_seed(11)
+    shapes = dict(DIFFUSERS_SHAPES, **{"transformer_blocks.0.attn.add_k_proj": (W, W),
+                                       "transformer_blocks.0.attn.add_v_proj": (W, W),
+                                       "single_transformer_blocks.0.attn.to_k": (W, W),
+                                       "time_text_embed.guidance_embedder.linear_2": (W, W)})
+    state, alphas, expected = {}, {}, {}
+    for i, (module, (fan_in, fan_out)) in enumerate(shapes.items()):
+        rank = 2 + i % 3
+        down, up = _randn(gen, rank, fan_in), _randn(gen, fan_out, rank)
+        state[f"{module}.lora_A.weight"], state[f"{module}.lora_B.weight"] = down, up
+        alphas[module] = 1.0 + i % 4
+        expected[module] = ref.lora_delta(down, up, alphas[module])
+    path = write_kohya(state, tmp_path / "anna.kohya.safetensors", alpha=alphas, metadata={"trigger_word": "zx"})
+    got = ref.diffusers_deltas(_kohya_file_deltas(path))
+    assert sorted(got) == sorted(expected)
+    for module, want in expected.items():
+        assert torch.allclose(got[module], want, rtol=1e-5, atol=1e-6), module
+    with safe_open(str(path), "pt") as handle:
+        meta, keys = handle.metadata(), set(handle.keys())
+        qkv = handle.get_tensor("lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight")
+        linear1 = handle.get_tensor("lora_unet_single_blocks_0_linear1.lora_down.weight")
+    assert qkv.shape == (3 * W, 3 * 4) and linear1.shape == (4 * 4, W)  # stacked, padded to the largest part rank
+    half = write_kohya({k: v.to(torch.bfloat16) for k, v in state.items()}, tmp_path / "bf16.safetensors", alpha=alphas)
+    with safe_open(str(half), "pt") as handle:  # kohya files keep one weight dtype (the trainer's save precision)
+        assert {handle.get_tensor(k).dtype for k in handle.keys() if not k.endswith(".alpha")} == {torch.bfloat16}
+    assert all(k.startswith("lora_unet_") and k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha"))
+               for k in keys)
+    assert meta["ss_network_module"] == "networks.lora_flux" and meta["ss_base_model_version"] == "flux1"
+    assert meta["ss_network_dim"] == "Dynamic" and meta["ss_network_alpha"] == "Dynamic"
+    assert meta["trigger_word"] == "zx" and meta["modelspec.title"] == "anna"
+    # and localflux itself loads it to the same deltas (single blocks included, on the tiny model)
+    applied, merged = ref.merged_deltas(path)
+    ref.assert_deltas(merged, {f"transformer.{k}": v for k, v in expected.items()}, rtol=1e-4)
+
+
+def test_convert_round_trip_with_single_blocks_and_clip_renders_the_same(tmp_path, run_cli):
+    from test_lora import max_diff, render
+
+    tensors, _ = diffusers_lora(rank=lambda i: 2 + i % 3, alpha=lambda i: 1.0 + i % 3, seed=12)
+    gen = torch.Generator().manual_seed(13)
+    tensors["text_encoder.text_model.encoder.layers.0.mlp.fc1.lora_A.weight"] = _randn(gen, 4, W)
+    tensors["text_encoder.text_model.encoder.layers.0.mlp.fc1.lora_B.weight"] = _randn(gen, 37, 4)
+    source = tmp_path / "src.safetensors"
+    save_file(tensors, str(source))
+    kohya, back = tmp_path / "k.safetensors", tmp_path / "kd.safetensors"
+    assert run_cli("lora", "convert", source, kohya, "--to", "kohya")[0] == 0
+    assert run_cli("lora", "convert", kohya, back, "--to", "diffusers")[0] == 0
+    original, result = render([{"path": source, "scale": 1.0}])
+    assert result.recipe["loras"][0]["applied"]["text_encoder_applied"] == 2
+    for path in (kohya, back):
+        image, result = render([{"path": path, "scale": 1.0}])
+        assert max_diff(image, original) <= 1 and result.recipe["loras"][0]["partial"] is False
+    _, source_deltas = ref.merged_deltas(source)
+    _, kohya_deltas = ref.merged_deltas(kohya)
+    ref.assert_deltas(kohya_deltas, source_deltas, rtol=1e-4)

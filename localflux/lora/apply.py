@@ -17,9 +17,11 @@ each file localflux
 Anything short of all → ``LoraError`` (unless the entry says ``strict = false``; the recipe then
 records the partial application).
 
-Text-encoder parts: CLIP (``lora_te1_*``, ``text_encoder.*``) LoRA tensors are applied to the CLIP text
-encoder exactly as diffusers does, and counted. T5 parts are not supported by diffusers; they count as
-not applied, so a strict LoRA with T5 tensors is refused.
+What is loaded is ``convert``'s dict (diffusers' converter plus ``layouts.py``), never the file itself.
+
+Text-encoder parts: CLIP (``lora_te1_*``, ``text_encoders.clip_l.*``, ``text_encoder.*``) LoRA tensors are
+applied to the CLIP text encoder and counted. T5 parts are not supported by diffusers; they count as
+not applied, so a strict LoRA with T5 tensors is refused with a message naming them.
 
 Cache hygiene: the loader keeps one pipeline per process. Unfused adapters are removed with
 ``unload_lora_weights`` (the base weights were never touched). Fused LoRAs changed the base weights;
@@ -200,7 +202,7 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     _check_fits(pipe, converted, lora)
     try:
         # the converted dict, not the file: it holds the fixes of layouts.py and every alpha folded in
-        _load(pipe, dict(converted), adapter, hotswap=hotswap)
+        _load(pipe, _text_encoder_keys_diffusers_reads(converted), adapter, hotswap=hotswap)
     except LoraError as exc:
         te_keys = [k for k in lora.tensors if is_text_encoder_key(k)]
         if not te_keys:
@@ -230,6 +232,18 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     if not applied.complete:
         log.warning("LoRA %s applied partially: %s", lora.path, applied.summary())
     return applied
+
+
+def _text_encoder_keys_diffusers_reads(converted: dict) -> dict:
+    """CLIP keys as ``lora_linear_layer.down/up``: diffusers 0.42 recognises PEFT ``lora_A/B`` CLIP keys only when a
+    q/k/v/out projection is among them ("Could not automatically infer state dict type" for an MLP-only LoRA)."""
+    out = {}
+    for key, value in converted.items():
+        if key.startswith("text_encoder."):
+            key = key.replace(".lora_A.weight", ".lora_linear_layer.down.weight")
+            key = key.replace(".lora_B.weight", ".lora_linear_layer.up.weight")
+        out[key] = value
+    return out
 
 
 def _load(pipe, source, adapter: str, hotswap: bool = False) -> None:
