@@ -264,13 +264,12 @@ def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool 
     from . import layouts
 
     tensors = layouts.prepare(tensors if tensors is not None else lora.tensors)
-    own, _t5, rest = layouts.split_own(tensors)
+    own, _t5, rest = layouts.split_own(tensors)  # T5 tensors stay out: nothing could load them
     state = {}
     if rest:
-        state, alphas = _diffusers_convert(lora, rest)
-        if alphas:  # only left when diffusers itself could not fold them (a layout prepare() does not know)
-            raise LoraError(f"LoRA {str(lora.path)!r} has alpha tensors in a layout localflux cannot place "
-                            f"(e.g. {next(iter(alphas))!r}); convert it with the tool that made it")
+        # alphas diffusers still returns have no weights of their own (prepare() folded the rest): they
+        # count as not applied
+        state = _diffusers_convert(lora, rest)
     try:
         state.update(layouts.convert_own(own))
     except LoraError as exc:
@@ -288,7 +287,7 @@ def _diffusers_convert(lora: LoraFile, tensors: dict):
     from diffusers import FluxPipeline
 
     try:
-        state, alphas = FluxPipeline.lora_state_dict(dict(tensors), return_alphas=True)
+        state, _alphas = FluxPipeline.lora_state_dict(dict(tensors), return_alphas=True)
     except AssertionError:
         # diffusers' converters assert FLUX.1's real layer sizes in a few places
         raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: its layer sizes are not FLUX.1's; "
@@ -296,7 +295,7 @@ def _diffusers_convert(lora: LoraFile, tensors: dict):
     except (ValueError, KeyError, NotImplementedError, IndexError, RuntimeError) as exc:
         raise LoraError(f"LoRA {str(lora.path)!r} is not a FLUX.1 LoRA diffusers can read "
                         f"({_first_line(exc) or exc.__class__.__name__}); it is for another model") from None
-    return state, alphas
+    return state
 
 
 def peft_metadata_config(metadata: dict) -> dict | None:
