@@ -82,7 +82,7 @@ def write_ai_toolkit(path, seed=1, rank=4) -> Path:
     return Path(path)
 
 
-def kohya_tensors(seed=2, rank=4, alpha=2.0, text_encoder=False) -> dict:
+def kohya_tensors(seed=2, rank=4, alpha=2.0, text_encoder=False, t5=False) -> dict:
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, (fan_in, fan_out) in KOHYA_DOUBLE.items():
@@ -98,23 +98,28 @@ def kohya_tensors(seed=2, rank=4, alpha=2.0, text_encoder=False) -> dict:
             tensors[f"{base}.lora_down.weight"] = down
             tensors[f"{base}.lora_up.weight"] = up
             tensors[f"{base}.alpha"] = torch.tensor(float(alpha))
+    if t5:  # kohya's T5 prefix (lora_te3_; lora_te2_ in older sd-scripts)
+        for layer in ("encoder_block_0_layer_0_SelfAttention_q", "encoder_block_0_layer_0_SelfAttention_v"):
+            down, up = _pair(gen, rank, 32, 32)
+            tensors[f"lora_te3_{layer}.lora_down.weight"] = down
+            tensors[f"lora_te3_{layer}.lora_up.weight"] = up
     return tensors
 
 
-def write_kohya_file(path, seed=2, rank=4, alpha=2.0, text_encoder=False, metadata=None) -> Path:
+def write_kohya_file(path, seed=2, rank=4, alpha=2.0, text_encoder=False, metadata=None, t5=False) -> Path:
     """kohya sd-scripts / fluxgym layout: BFL double-block names, lora_down/lora_up and .alpha."""
     meta = {"ss_network_module": "networks.lora_flux", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
             "ss_base_model_version": "flux1", "ss_output_name": "film",
             "ss_tag_frequency": json.dumps({"img": {"ohwx film": 12, "grain": 3}})}
     meta.update(metadata or {})
-    save_file(kohya_tensors(seed, rank, alpha, text_encoder), str(path), metadata=meta)
+    save_file(kohya_tensors(seed, rank, alpha, text_encoder, t5), str(path), metadata=meta)
     return Path(path)
 
 
 def write_kohya_single_block(path, seed=3, rank=4) -> Path:
-    """A kohya single-block ``linear1``: diffusers' converter assumes FLUX's 3072/12288 sizes for it."""
+    """A kohya single-block ``linear1`` whose output is no FLUX q|k|v|mlp layer (not 7 x a width)."""
     gen = torch.Generator().manual_seed(seed)
-    down, up = _pair(gen, rank, WIDTH, 3 * WIDTH + MLP)
+    down, up = _pair(gen, rank, WIDTH, 3 * WIDTH + MLP + 1)
     save_file({"lora_unet_single_blocks_0_linear1.lora_down.weight": down,
                "lora_unet_single_blocks_0_linear1.lora_up.weight": up,
                "lora_unet_single_blocks_0_linear1.alpha": torch.tensor(4.0)}, str(path))

@@ -34,6 +34,7 @@ def files(tmp_path_factory):
         "double_meta": lf.write_diffusers(d / "double.safetensors", seed=13, metadata_alpha=2, single=False),
         "double_alpha": lf.write_diffusers(d / "double_alpha.safetensors", seed=14, alpha=8, single=False),
         "kohya_te": lf.write_kohya_file(d / "with_te.safetensors", text_encoder=True),
+        "kohya_t5": lf.write_kohya_file(d / "with_t5.safetensors", t5=True),
         "single_block": lf.write_kohya_single_block(d / "single.safetensors"),
         "dora": lf.write_dora(d / "dora.safetensors"),
         "partial": lf.write_partial(d / "partial.safetensors"),
@@ -146,8 +147,8 @@ def test_replay_refuses_changed_lora(files, tmp_path, run_cli):
     ("corrupt", "not a readable .safetensors"),
     ("dora", "DoRA"),
     ("wrong_size", "has 32 features but the LoRA has 3072"),
-    ("single_block", "does not fit this model"),
-    ("kohya_te", "text-encoder tensors"),
+    ("single_block", "not a FLUX.1 q|k|v|mlp layer"),
+    ("kohya_t5", "T5 text-encoder tensors"),
 ])
 def test_bad_loras_exit_2_name_the_file_and_write_nothing(files, tmp_path, run_cli, name, words):
     out_dir = tmp_path / "out"
@@ -166,9 +167,12 @@ def test_strict_false_allows_partial_and_recipe_says_so(files):
     record = result.recipe["loras"][0]
     assert record["partial"] is True and record["applied"]["applied"] == 4 and record["applied"]["lora_tensors"] == 8
     assert max_diff(image, base) > 0
-    _, result = render([{"path": files["kohya_te"], "scale": 1.0, "strict": False}])
+    _, result = render([{"path": files["kohya_t5"], "scale": 1.0, "strict": False}])
     counts = result.recipe["loras"][0]["applied"]
     assert counts["text_encoder"] == 4 and counts["text_encoder_applied"] == 0 and counts["applied"] == 20
+    _, result = render([{"path": files["kohya_te"], "scale": 1.0}])  # kohya CLIP parts apply
+    counts = result.recipe["loras"][0]["applied"]
+    assert counts["text_encoder"] == counts["text_encoder_applied"] == 4 and counts["applied"] == 24
 
 
 def test_clip_text_encoder_lora_parts_are_applied_and_counted(tmp_path):

@@ -17,9 +17,11 @@ each file localflux
 Anything short of all → ``LoraError`` (unless the entry says ``strict = false``; the recipe then
 records the partial application).
 
-Text-encoder parts: CLIP (``lora_te1_*``, ``text_encoder.*``) LoRA tensors are applied to the CLIP text
-encoder exactly as diffusers does, and counted. T5 parts are not supported by diffusers; they count as
-not applied, so a strict LoRA with T5 tensors is refused.
+What is loaded is ``convert``'s dict (diffusers' converter plus ``layouts.py``), never the file itself.
+
+Text-encoder parts: CLIP (``lora_te1_*``, ``text_encoders.clip_l.*``, ``text_encoder.*``) LoRA tensors are
+applied to the CLIP text encoder and counted. T5 parts are not supported by diffusers; they count as
+not applied, so a strict LoRA with T5 tensors is refused with a message naming them.
 
 Cache hygiene: the loader keeps one pipeline per process. Unfused adapters are removed with
 ``unload_lora_weights`` (the base weights were never touched). Fused LoRAs changed the base weights;
@@ -37,6 +39,7 @@ from pathlib import Path
 from ..errors import LoraError
 from .files import (LoraFile, detect_format, is_alpha_key, is_text_encoder_key, is_weight_key, module_of, read_lora,
                     refuse_unsupported)
+from .layouts import is_t5_key
 
 log = logging.getLogger(__name__)
 
@@ -196,19 +199,10 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     name = entry.name or lora.path.name
     converted = convert(lora)
     trace = trace_sources(lora)
-    orphans = _unprefixed_transformer_keys(pipe, converted)
-    if orphans:
-        # diffusers 0.42's kohya converter names the non-block layers (img_in, txt_in, time_in, vector_in,
-        # guidance_in, final_layer) without the "transformer." prefix, so load_lora_weights silently drops
-        # them. Its own converted dict, with the prefix added, loads them like every other layer.
-        converted = {("transformer." + k if k in orphans else k): v for k, v in converted.items()}
-        trace = {("transformer." + k if k in orphans else k): v for k, v in trace.items()}
-        source = dict(converted)
-    else:
-        source = str(lora.path) if lora.is_safetensors else dict(lora.tensors)
     _check_fits(pipe, converted, lora)
     try:
-        _load(pipe, source, adapter, hotswap=hotswap)
+        # the converted dict, not the file: it holds the fixes of layouts.py and every alpha folded in
+        _load(pipe, _text_encoder_keys_diffusers_reads(converted), adapter, hotswap=hotswap)
     except LoraError as exc:
         te_keys = [k for k in lora.tensors if is_text_encoder_key(k)]
         if not te_keys:
@@ -218,13 +212,19 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
                             f"cannot be loaded by diffusers ({exc}); set strict = false in its [[lora]] entry "
                             "to apply only its transformer part") from None
         # strict = false: apply the transformer part; the text-encoder tensors count as not applied
-        _load(pipe, {k: v for k, v in lora.tensors.items() if not is_text_encoder_key(k)}, adapter)
+        _load(pipe, {k: v for k, v in converted.items() if k.startswith("transformer.")}, adapter)
     applied = count_applied(pipe, adapter, lora, converted, trace)
     applied.name, applied.sha256, applied.scale, applied.strict = name, sha256, float(entry.scale), entry.strict
     if applied.applied == 0:
         _unload_adapter(pipe, adapter)
         raise LoraError(f"none of the {applied.lora_tensors} LoRA tensors in {str(lora.path)!r} apply to this model "
                         f"(format: {applied.format}); it is for another model or in a layout diffusers does not read")
+    t5 = [k for k in applied.not_applied if is_t5_key(k)]
+    if t5 and entry.strict:
+        _unload_adapter(pipe, adapter)
+        raise LoraError(f"LoRA {str(lora.path)!r} has {len(t5)} T5 text-encoder tensors (e.g. {t5[0]!r}), which "
+                        "diffusers' FLUX loader cannot apply; set strict = false in its [[lora]] entry to apply "
+                        "the rest without them")
     if not applied.complete and entry.strict:
         _unload_adapter(pipe, adapter)
         raise LoraError(f"only {applied.summary()} from {str(lora.path)!r}; it is for another model or partly "
@@ -232,6 +232,18 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     if not applied.complete:
         log.warning("LoRA %s applied partially: %s", lora.path, applied.summary())
     return applied
+
+
+def _text_encoder_keys_diffusers_reads(converted: dict) -> dict:
+    """CLIP keys as ``lora_linear_layer.down/up``: diffusers 0.42 recognises PEFT ``lora_A/B`` CLIP keys only when a
+    q/k/v/out projection is among them ("Could not automatically infer state dict type" for an MLP-only LoRA)."""
+    out = {}
+    for key, value in converted.items():
+        if key.startswith("text_encoder."):
+            key = key.replace(".lora_A.weight", ".lora_linear_layer.down.weight")
+            key = key.replace(".lora_B.weight", ".lora_linear_layer.up.weight")
+        out[key] = value
+    return out
 
 
 def _load(pipe, source, adapter: str, hotswap: bool = False) -> None:
@@ -242,29 +254,73 @@ def _load(pipe, source, adapter: str, hotswap: bool = False) -> None:
         raise LoraError(_first_line(exc) or exc.__class__.__name__) from None
 
 
-def convert(lora: LoraFile, tensors: dict | None = None):
-    """diffusers' conversion of a LoRA file (or of ``tensors`` with its keys) to its own key layout."""
-    return convert_full(lora, tensors)[0]
+def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool = True) -> dict:
+    """The LoRA in diffusers/PEFT keys (``component.module.lora_A/B.weight``), every alpha folded into lora_A.
+
+    diffusers' own converter does the layouts it gets right; ``layouts`` does the rest (see there). The
+    result carries no alphas and no metadata, so diffusers' loader applies it at exactly the strength the
+    file means. T5 parts are left out (diffusers cannot load them; they count as not applied).
+    """
+    from . import layouts
+
+    tensors = layouts.prepare(tensors if tensors is not None else lora.tensors)
+    own, _t5, rest = layouts.split_own(tensors)  # T5 tensors stay out: nothing could load them
+    state = {}
+    if rest:
+        # alphas diffusers still returns have no weights of their own (prepare() folded the rest): they
+        # count as not applied
+        state = _diffusers_convert(lora, rest)
+    try:
+        state.update(layouts.convert_own(own))
+    except LoraError as exc:
+        raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: {exc}") from None
+    # diffusers 0.42's kohya converter names the non-block layers (img_in, txt_in, time_in, vector_in,
+    # guidance_in, final_layer) without the "transformer." prefix, and load_lora_weights drops such keys
+    state = {(k if k.partition(".")[0] in _COMPONENTS else "transformer." + k): v for k, v in state.items()}
+    config = peft_metadata_config(lora.metadata) if fold_metadata else None
+    if config:
+        state = _fold_metadata_alphas(state, config)
+    return state
 
 
-def convert_full(lora: LoraFile, tensors: dict | None = None):
-    """``(state_dict, network_alphas, metadata)`` as diffusers' ``lora_state_dict`` returns them."""
+def _diffusers_convert(lora: LoraFile, tensors: dict):
     from diffusers import FluxPipeline
 
-    if tensors is None and lora.is_safetensors:
-        source = str(lora.path)  # a path keeps the safetensors metadata (diffusers reads the LoRA alpha from it)
-    else:
-        source = dict(tensors if tensors is not None else lora.tensors)
     try:
-        return FluxPipeline.lora_state_dict(source, return_alphas=True, return_lora_metadata=True)
+        state, _alphas = FluxPipeline.lora_state_dict(dict(tensors), return_alphas=True)
     except AssertionError:
-        # diffusers' kohya converter asserts FLUX.1's real layer sizes (3072/12288) for single-block linear1
-        raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: its layer sizes are not those diffusers' "
-                        "converter expects for FLUX.1 (single-block linear1 must be 3072+3072+3072+12288 wide); "
+        # diffusers' converters assert FLUX.1's real layer sizes in a few places
+        raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: its layer sizes are not FLUX.1's; "
                         "it was made for another base model") from None
     except (ValueError, KeyError, NotImplementedError, IndexError, RuntimeError) as exc:
         raise LoraError(f"LoRA {str(lora.path)!r} is not a FLUX.1 LoRA diffusers can read "
                         f"({_first_line(exc) or exc.__class__.__name__}); it is for another model") from None
+    return state
+
+
+def peft_metadata_config(metadata: dict) -> dict | None:
+    """The PEFT LoraConfig that diffusers' ``save_lora_weights`` stores (``lora_adapter_metadata``), as diffusers reads it."""
+    import json
+
+    text = (metadata or {}).get("lora_adapter_metadata")
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _fold_metadata_alphas(state: dict, config: dict) -> dict:
+    """Fold the PEFT config's strength (lora_alpha / r, alpha and rank patterns, rsLoRA) into lora_A, as diffusers reads it."""
+    from .kohya import peft_alphas
+
+    alphas = peft_alphas(state, None, config)
+    out = dict(state)
+    for module, alpha in alphas.items():
+        key = f"{module}.lora_A.weight"
+        out[key] = state[key] * (alpha / state[key].shape[0])
+    return out
 
 
 def trace_sources(lora: LoraFile) -> dict[str, frozenset[str]]:
@@ -287,7 +343,7 @@ def trace_sources(lora: LoraFile) -> dict[str, frozenset[str]]:
             names[index] = key
         else:
             stand_in[key] = value
-    converted = convert(lora, stand_in)
+    converted = convert(lora, stand_in, fold_metadata=False)
     trace = {}
     for key, value in converted.items():
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
@@ -378,16 +434,6 @@ def _check_fits(pipe, converted: dict, lora: LoraFile) -> None:
         if size != expected:
             raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: {module_of(rest)} has "
                             f"{expected} features but the LoRA has {size}; it was made for another base model")
-
-
-def _unprefixed_transformer_keys(pipe, converted: dict) -> set[str]:
-    keys = set()
-    for key in converted:
-        if key.partition(".")[0] in _COMPONENTS or not is_weight_key(key):
-            continue
-        if _find_module(pipe.transformer, module_of(key)) is not None:
-            keys.add(key)
-    return keys
 
 
 def _find_module(component, name: str):

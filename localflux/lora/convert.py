@@ -1,10 +1,9 @@
 """``convert_lora``: rewrite a LoRA file in diffusers or kohya keys, with the same effect on the image.
 
-Reading is always diffusers' converter (``FluxPipeline.lora_state_dict``), so "what the file means"
-is decided in one place. ``--to diffusers`` writes diffusers' converted tensors (kohya alphas are
-already folded into them by that converter; ``.alpha`` tensors and PEFT metadata of diffusers files are
-kept). ``--to kohya`` hands them, with each module's alpha as diffusers would apply it, to
-``kohya.write_kohya``.
+Reading is the same conversion the render stage loads (``apply.convert``: diffusers' converter plus
+``layouts``), so "what the file means" is decided in one place. Its result has every alpha folded into
+the weights; ``--to diffusers`` writes it as it is (no ``.alpha`` tensors, no PEFT config: strength 1),
+``--to kohya`` hands it to ``kohya.write_kohya``. Both are written in the source's weight dtype.
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LoraError
-from .files import read_lora, refuse_unsupported
+from .files import is_weight_key, read_lora, refuse_unsupported
+from .layouts import is_t5_key
 
 TARGETS = ("diffusers", "kohya")
 # metadata worth carrying into a converted file: trigger words and training notes
@@ -22,7 +22,7 @@ _CARRIED = ("trigger_word", "trigger_phrase", "name", "version", "software", "tr
 
 def convert_lora(source: str | Path, to: str, out: str | Path) -> Path:
     """Write ``source`` as a ``to`` (diffusers | kohya) LoRA at ``out`` (never overwritten); returns ``out``."""
-    from .apply import convert_full
+    from .apply import convert
 
     if to not in TARGETS:
         raise LoraError(f"cannot convert to {to!r}; choose one of {', '.join(TARGETS)}")
@@ -33,27 +33,27 @@ def convert_lora(source: str | Path, to: str, out: str | Path) -> Path:
         raise LoraError(f"output {str(out)!r} must end in .safetensors")
     lora = read_lora(source)
     refuse_unsupported(lora)
-    state_dict, alphas, metadata = convert_full(lora)
+    t5 = [k for k in lora.tensors if is_t5_key(k)]
+    if t5:  # diffusers has no T5 LoRA layout, and dropping them would change what the file does
+        raise LoraError(f"{str(lora.path)!r} has {len(t5)} T5 text-encoder tensors (e.g. {t5[0]!r}) that localflux "
+                        "cannot convert; they would be lost")
+    dtype = next((v.dtype for k, v in lora.tensors.items() if is_weight_key(k) and v.is_floating_point()), None)
+    state_dict = {k: v.to(dtype or v.dtype).contiguous() for k, v in convert(lora).items()}
     carried = {k: v for k, v in lora.metadata.items() if k in _CARRIED}
     carried["localflux_converted_from"] = lora.path.name
     if to == "kohya":
-        from .kohya import peft_alphas, write_kohya
+        from .kohya import write_kohya
 
-        return write_kohya(state_dict, out, alpha=peft_alphas(state_dict, alphas, metadata), metadata=carried)
-    return _write_diffusers(state_dict, alphas, lora.metadata, carried, out)
+        return write_kohya(state_dict, out, metadata=carried)
+    return _write_diffusers(state_dict, carried, out)
 
 
-def _write_diffusers(state_dict: dict, alphas: dict | None, source_metadata: dict, carried: dict, out: Path) -> Path:
+def _write_diffusers(state_dict: dict, carried: dict, out: Path) -> Path:
     from safetensors.torch import save
 
     from ..output import atomic_write_bytes
 
     tensors = {k: v.detach().clone().contiguous() for k, v in state_dict.items()}  # converters share memory
-    for key, value in (alphas or {}).items():  # diffusers files with .alpha tensors: keep them
-        tensors[key] = value if hasattr(value, "contiguous") else __import__("torch").tensor(float(value))
-    metadata = dict(carried, format="pt")
-    if "lora_adapter_metadata" in source_metadata:  # the PEFT config (alpha, ranks) of diffusers files
-        metadata["lora_adapter_metadata"] = source_metadata["lora_adapter_metadata"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, save(tensors, metadata=metadata))
+    atomic_write_bytes(out, save(tensors, metadata=dict(carried, format="pt")))
     return out

@@ -1,9 +1,8 @@
 """Reading LoRA files safely, naming their format, and refusing the kinds that would load wrongly.
 
 Only tensors are read: ``.safetensors`` through safetensors, ``.pt``/``.ckpt``/``.pth``/``.bin``
-through ``torch.load(weights_only=True)`` (which refuses pickled code). Format names mirror the
-order in which diffusers' ``FluxLoraLoaderMixin.lora_state_dict`` picks its converter, so the name
-shown is the converter that will run; the conversion itself is always diffusers'.
+through ``torch.load(weights_only=True)`` (which refuses pickled code). Format names say which tool
+writes a layout; the conversion is diffusers' plus the fixes in ``layouts.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ _UNSUPPORTED = (
     (re.compile(r"\.oft_|oft_blocks|\.boft_"), "OFT (LyCORIS)"),
     (re.compile(r"\.lora_mid\."), "LoCon/Tucker (LyCORIS)"),
     (re.compile(r"\.a1\.weight|\.b1\.weight"), "GLoRA (LyCORIS)"),
+    (re.compile(r"\.diff(_b)?$|\.set_weight$"), "full-rank difference (.diff)"),
 )
 
 
@@ -106,13 +106,19 @@ def _read_pickle(path: Path) -> dict:
 def refuse_unsupported(lora: LoraFile) -> None:
     """Raise for adapter kinds that are not plain LoRA (DoRA, LoKr, LoHa, OFT, ...)."""
     for pattern, kind in _UNSUPPORTED:
-        hit = next((key for key in lora.tensors if pattern.search(key)), None)
+        hit = next((key for key in lora.tensors if pattern.search(key) and _changes_something(lora.tensors[key], kind)),
+                   None)
         if hit is not None:
             raise LoraError(f"{str(lora.path)!r} is a {kind} file (key {hit!r}); localflux applies plain LoRAs only, "
                             f"because diffusers would load it partly and render a wrong image")
     config = peft_metadata(lora.metadata)
     if config.get("use_dora"):
         raise LoraError(f"{str(lora.path)!r} is a DoRA file (use_dora in its metadata); localflux applies plain LoRAs only")
+
+
+def _changes_something(tensor, kind: str) -> bool:
+    # all-zero .diff/.diff_b tensors (ComfyUI extracts write them) change nothing; diffusers drops them too
+    return not kind.startswith("full-rank") or bool(tensor.ne(0).any())
 
 
 def peft_metadata(metadata: dict[str, str]) -> dict:
@@ -151,28 +157,34 @@ def module_of(key: str) -> str:
 
 
 def detect_format(lora: LoraFile) -> str:
-    """A name for the file's layout, in the order diffusers chooses its FLUX converter."""
+    """A name for the file's layout (which trainer or tool writes it); ``layouts``/diffusers convert it."""
     keys = list(lora.tensors)
-    if any(".lora_down.weight" in k for k in keys):
-        if any(k.startswith("lora_transformer_") for k in keys):
-            return "kohya (diffusers module names)"
-        if any(k.startswith("diffusion_model.") for k in keys):
-            return "comfyui (kohya lora_down/lora_up)"
-        if any(k.startswith("transformer.") for k in keys):
-            return "diffusers (kohya lora_down/lora_up names)"
-        return "kohya (BFL keys)"
+    has = lambda *parts: any(k.startswith(parts) for k in keys)  # noqa: E731
+    bfl = ("double_blocks.", "single_blocks.", "img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.",
+           "final_layer.")
     if any("processor" in k for k in keys):
         return "xlabs"
+    if has("lora_transformer_"):
+        return "kohya (diffusers module names)"
+    if has("lora_unet_"):
+        return "kohya (BFL keys)"
+    if has(*(p + b for p in ("diffusion_model.", "model.diffusion_model.") for b in bfl)) or has("text_encoders."):
+        side = "lora_down/lora_up" if any(".lora_down." in k for k in keys) else "lora_A/lora_B"
+        return f"comfyui (BFL keys, {side})"
+    if has(*("base_model.model." + b for b in bfl)):
+        return "fal (BFL keys under base_model.model.)"
+    if has(*bfl):
+        return "BFL keys (lora_A/lora_B)"
     if any("query_norm.scale" in k for k in keys):
         return "bfl-control"
-    if any("base_model" in k for k in keys):
-        return "fal-kontext"
+    if has("base_model.model."):
+        return "peft (base_model.model. prefix)"
+    if any(".lora_down.weight" in k for k in keys):
+        return "diffusers (kohya lora_down/lora_up names)"
     software = lora.metadata.get("software", "") + lora.metadata.get("ss_training_comment", "")
     alphas = any(is_alpha_key(k) for k in keys)
     if "ai-toolkit" in software or "ai_toolkit" in software:
         return "ai-toolkit" + (" (with alphas)" if alphas else "")
-    if any(k.startswith("diffusion_model.") for k in keys):
-        return "comfyui (lora_A/lora_B)"
     if "lora_adapter_metadata" in lora.metadata:
         return "diffusers (PEFT metadata)"
     return "diffusers/PEFT" + (" with alphas" if alphas else " (no alphas)")

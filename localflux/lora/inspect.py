@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import LoraError
 from .files import (detect_format, is_alpha_key, is_text_encoder_key, is_weight_key, module_of, peft_metadata,
                     read_lora)
+from .layouts import is_t5_key
 
 # metadata keys that carry trigger words, by the trainers that write them
 _TRIGGER_KEYS = ("localflux.trigger", "trigger_word", "trigger_words", "trigger_phrase", "modelspec.trigger_phrase",
@@ -48,6 +49,9 @@ def inspect_lora(path: str | Path) -> dict:
     else:
         alpha_text = "none (strength 1: alpha = rank)"
     modules = sorted({module_of(k) for k in weights})
+    components = {"transformer": 0, "clip": 0, "t5": 0}  # LoRA modules per model part
+    for module in modules:
+        components["t5" if is_t5_key(module) else "clip" if is_text_encoder_key(module) else "transformer"] += 1
     return {
         "path": str(lora.path),
         "sha256": sha256_file(lora.path),
@@ -63,6 +67,7 @@ def inspect_lora(path: str | Path) -> dict:
         "alpha": alpha_text,
         "dtypes": sorted({str(v.dtype).removeprefix("torch.") for v in lora.tensors.values()}),
         "modules": len(modules),
+        "components": components,
         "targets": _targets(modules),
         "trigger_words": _trigger_words(lora.metadata),
         "training": {k: _maybe_json(lora.metadata[k]) for k in lora.metadata
@@ -82,6 +87,9 @@ def format_report(info: dict) -> str:
         f"alpha:       {info['alpha']}",
         f"dtype:       {', '.join(info['dtypes'])}",
         f"targets:     {info['modules']} modules: {', '.join(info['targets'])}",
+        f"components:  transformer {info['components']['transformer']} modules, CLIP text encoder "
+        f"{info['components']['clip']}, T5 {info['components']['t5']}"
+        + (" (T5 LoRAs are not applied: diffusers' FLUX loader has none)" if info["components"]["t5"] else ""),
         f"trigger:     {', '.join(info['trigger_words']) or '(none recorded)'}",
     ]
     for key, value in info["training"].items():

@@ -78,18 +78,21 @@ def write_kohya(state_dict: Mapping, path: str | Path, *, alpha: float | Mapping
     from ..output import atomic_write_bytes
 
     tensors, info = to_kohya_state_dict(state_dict, alpha=alpha)
+    path = Path(path)
+    # kohya's own conventions: dim and alpha as trained (per q/k/v part, not the stacked module), "Dynamic"
+    # when modules differ (sd-scripts' resize_lora writes that); ComfyUI and Forge read only the tensors
     meta = {"ss_network_module": "networks.lora_flux", "ss_base_model_version": "flux1",
-            "ss_network_dim": str(info["rank"]), "ss_network_alpha": _number(info["alpha"]),
-            "localflux_export": "kohya"}
+            "ss_network_dim": _number(info["rank"]), "ss_network_alpha": _number(info["alpha"]),
+            "modelspec.title": path.stem.removesuffix(".kohya"), "localflux_export": "kohya"}
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    path = Path(path)
     atomic_write_bytes(path, save(tensors, metadata=meta))
     return path
 
 
 def to_kohya_state_dict(state_dict: Mapping, *, alpha: float | Mapping[str, float] | None = None):
-    """``(kohya tensors, {"rank": max rank, "alpha": common alpha or None})`` without writing a file."""
+    """``(kohya tensors, {"rank": common rank, "alpha": common alpha})`` without writing a file; rank and alpha
+    are the input modules' (before q/k/v stacking), ``None`` where they differ."""
     import torch
 
     pairs, alphas = _pairs(state_dict)
@@ -99,9 +102,12 @@ def to_kohya_state_dict(state_dict: Mapping, *, alpha: float | Mapping[str, floa
         name, part, parts = _kohya_name(module)
         groups.setdefault(name, {})[part] = (module, down, up)
         sizes[name] = parts
-    out, ranks, written_alphas = {}, [], set()
+    out, ranks, input_alphas = {}, set(), set()
     for name, members in groups.items():
         scales = {part: _scale(module, down, alphas, alpha) for part, (module, down, up) in members.items()}
+        for part, (module, down, up) in members.items():
+            ranks.add(down.shape[0])
+            input_alphas.add(scales[part] * down.shape[0])
         down, up = _stack(name, members, sizes[name])
         rank = down.shape[0]
         if name.startswith(_FOLDED) or len(set(scales.values())) > 1:
@@ -115,12 +121,10 @@ def to_kohya_state_dict(state_dict: Mapping, *, alpha: float | Mapping[str, floa
         out[f"lora_{name}.lora_down.weight"] = down.contiguous()
         out[f"lora_{name}.lora_up.weight"] = up.contiguous()
         out[f"lora_{name}.alpha"] = torch.tensor(kohya_alpha, dtype=torch.float32)
-        ranks.append(rank)
-        written_alphas.add(kohya_alpha)
     if not out:
         raise LoraError("the LoRA to export holds no lora_A/lora_B weight pairs")
-    common_alpha = written_alphas.pop() if len(written_alphas) == 1 else None
-    return out, {"rank": max(ranks), "alpha": common_alpha}
+    return out, {"rank": ranks.pop() if len(ranks) == 1 else None,
+                 "alpha": input_alphas.pop() if len(input_alphas) == 1 else None}
 
 
 def _pairs(state_dict: Mapping):
@@ -229,7 +233,7 @@ def _fold(members: dict, scales: dict, parts: int, up, name: str):
 
 def _number(value) -> str:
     if value is None:
-        return "mixed"
+        return "Dynamic"
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
