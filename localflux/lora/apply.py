@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LoraError
+from .kohya import foreign_width_linear1
 from .files import (LoraFile, detect_format, is_alpha_key, is_text_encoder_key, is_weight_key, module_of, read_lora,
                     refuse_unsupported)
 
@@ -197,7 +198,12 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     converted = convert(lora)
     trace = trace_sources(lora)
     orphans = _unprefixed_transformer_keys(pipe, converted)
-    if orphans:
+    if foreign_width_linear1(lora.tensors):
+        # diffusers cannot split these itself (see kohya.split_linear1): load the converted dict
+        converted = {("transformer." + k if k in orphans else k): v for k, v in converted.items()}
+        trace = {("transformer." + k if k in orphans else k): v for k, v in trace.items()}
+        source = dict(converted)
+    elif orphans:
         # diffusers 0.42's kohya converter names the non-block layers (img_in, txt_in, time_in, vector_in,
         # guidance_in, final_layer) without the "transformer." prefix, so load_lora_weights silently drops
         # them. Its own converted dict, with the prefix added, loads them like every other layer.
@@ -251,12 +257,20 @@ def convert_full(lora: LoraFile, tensors: dict | None = None):
     """``(state_dict, network_alphas, metadata)`` as diffusers' ``lora_state_dict`` returns them."""
     from diffusers import FluxPipeline
 
-    if tensors is None and lora.is_safetensors:
+    from .kohya import split_linear1
+
+    own, rest = split_linear1(tensors if tensors is not None else lora.tensors)
+    if own:  # kohya single blocks of another width than FLUX.1's: split here, the rest through diffusers
+        source = rest
+    elif tensors is None and lora.is_safetensors:
         source = str(lora.path)  # a path keeps the safetensors metadata (diffusers reads the LoRA alpha from it)
     else:
         source = dict(tensors if tensors is not None else lora.tensors)
     try:
-        return FluxPipeline.lora_state_dict(source, return_alphas=True, return_lora_metadata=True)
+        if own and not source:
+            return dict(own), None, None
+        converted, alphas, metadata = FluxPipeline.lora_state_dict(source, return_alphas=True, return_lora_metadata=True)
+        return {**converted, **own}, alphas, metadata
     except AssertionError:
         # diffusers' kohya converter asserts FLUX.1's real layer sizes (3072/12288) for single-block linear1
         raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: its layer sizes are not those diffusers' "

@@ -263,3 +263,60 @@ def peft_alphas(state_dict: Mapping, network_alphas: Mapping | None, metadata: M
             strength = a / math.sqrt(r) if config.use_rslora else a / r
             result[f"{prefix}.{module}"] = strength * value.shape[0]
     return result
+
+
+# ---------------------------------------------------------------- reading: single-block linear1 of any width
+
+# diffusers' kohya converter splits BFL's fused single-block linear1 (q, k, v, MLP input) at FLUX.1's
+# real sizes (3072, 3072, 3072, 12288) and asserts on anything else, so a kohya LoRA for a FLUX-shaped
+# model of another width cannot be read by it. The sizes are not needed from outside: diffusers'
+# single block has an MLP of 4x the width (mlp_ratio 4.0), so linear1 has 7 widths of output rows.
+_LINEAR1 = re.compile(r"^lora_unet_single_blocks_(?P<index>\d+)_linear1\.lora_down\.weight$")
+_LINEAR1_PARTS = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
+FLUX1_LINEAR1_ROWS = 3 * 3072 + 12288
+
+
+def foreign_width_linear1(tensors: Mapping) -> list[str]:
+    """kohya single-block linear1 modules (``lora_unet_single_blocks_N_linear1``) not at FLUX.1's real width."""
+    names = []
+    for key in tensors:
+        match = _LINEAR1.match(key)
+        up = tensors.get(key.replace(".lora_down.", ".lora_up."))
+        if match and up is not None and up.ndim == 2 and up.shape[0] != FLUX1_LINEAR1_ROWS \
+                and up.shape[0] % (3 + MLP_RATIO) == 0:
+            names.append(key.removesuffix(".lora_down.weight"))
+    return names
+
+
+def split_linear1(tensors: Mapping) -> tuple[dict, dict]:
+    """``(diffusers tensors of the foreign-width linear1 modules, every other tensor)``.
+
+    Does what diffusers' converter does for linear1, with the part sizes taken from the file: the
+    alpha scale is folded into the down weights; a block-diagonal ("sparse") up weight gives each part
+    its own rows of the down weight, otherwise each part shares the whole down weight.
+    """
+    names = foreign_width_linear1(tensors)
+    done = {f"{n}.{suffix}" for n in names for suffix in ("lora_down.weight", "lora_up.weight", "alpha")}
+    out = {}
+    for name in names:
+        index = _LINEAR1.match(name + ".lora_down.weight")["index"]
+        down, up = tensors[f"{name}.lora_down.weight"], tensors[f"{name}.lora_up.weight"]
+        rank = down.shape[0]
+        alpha = tensors.get(f"{name}.alpha")
+        scale = 1.0 if alpha is None else float(alpha) / rank
+        width = up.shape[0] // (3 + MLP_RATIO)
+        rows = [width, width, width, width * MLP_RATIO]
+        starts = [sum(rows[:j]) for j in range(4)]
+        per = rank // 4 if rank % 4 == 0 else 0
+        sparse = per > 0 and all(
+            not up[starts[j]:starts[j] + rows[j], k * per:(k + 1) * per].any() for j in range(4) for k in range(4) if k != j)
+        for j, part in enumerate(_LINEAR1_PARTS):
+            key = f"transformer.single_transformer_blocks.{index}.{part}"
+            part_rows = slice(starts[j], starts[j] + rows[j])
+            if sparse:
+                out[f"{key}.lora_A.weight"] = (down[j * per:(j + 1) * per] * scale).contiguous()
+                out[f"{key}.lora_B.weight"] = up[part_rows, j * per:(j + 1) * per].contiguous()
+            else:
+                out[f"{key}.lora_A.weight"] = (down * scale).contiguous()
+                out[f"{key}.lora_B.weight"] = up[part_rows].contiguous()
+    return out, {k: v for k, v in tensors.items() if k not in done}
