@@ -84,3 +84,84 @@ def test_memory_estimates_use_the_models_configs(shape_folders):
     tokens = (96 // 8) * (64 // 8) + 32  # a factor-4 VAE: one token per 8x8 pixels
     assert activation_bytes(fp, Workload(96, 64, 32, 2))["denoise"] == tokens * 24 * 2 * DENOISE_ACTIVATION_FACTOR
     assert json.loads((folder / "vae" / "config.json").read_text())["block_out_channels"] == [8, 16, 16]
+
+
+# ---------------------------------------------------------------- single-file transformers of other shapes
+
+
+def _transformer_state(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.mark.parametrize("name", [DEV, SCHNELL])
+@pytest.mark.parametrize("layout", ["diffusers", "bfl"])
+def test_single_file_of_another_width_in_either_key_layout(shape_folders, tmp_path, name, layout):
+    """diffusers' BFL conversion assumes width 3072: localflux converts other widths itself."""
+    from safetensors.torch import save_file
+
+    from flux_keys import diffusers_to_bfl
+
+    folder = shape_folders[name]
+    state = _transformer_state(folder)
+    single = tmp_path / f"{name}-{layout}.safetensors"
+    save_file(diffusers_to_bfl(state) if layout == "bfl" else state, str(single))
+    ours = generate({**config(single), "model": {"source": str(single), "base": str(folder)}}, save=False, progress=False)[0]
+    # in-memory and memory-mapped weights take different CPU kernel paths (~1e-6): allow one level
+    assert np.abs(pixels(ours.image) - pixels(generate(config(folder), save=False, progress=False)[0].image)).max() <= 1
+    assert ours.recipe["model"]["preset"] == ("dev" if name == DEV else "schnell")
+
+
+def test_single_file_with_fewer_blocks_than_its_base(shape_folders, tmp_path):
+    """A pruned transformer (one single block of three) with the full model as base: the file's shape wins."""
+    import torch
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    folder = shape_folders[SCHNELL]
+    state = {k: v for k, v in _transformer_state(folder).items()
+             if not k.startswith(("single_transformer_blocks.1.", "single_transformer_blocks.2."))}
+    single = tmp_path / "pruned.safetensors"
+    save_file(state, str(single))
+    ours = generate({**config(single), "model": {"source": str(single), "base": str(folder)}}, save=False, progress=False)[0]
+
+    pipe = FluxPipeline.from_pretrained(folder)
+    pruned = FluxTransformer2DModel.from_config({**pipe.transformer.config, "num_single_layers": 1}).eval()
+    pruned.load_state_dict(state)
+    pipe = FluxPipeline(**{**pipe.components, "transformer": pruned})
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe("a red fox", width=64, height=64, num_inference_steps=3, guidance_scale=3.5, max_sequence_length=32,
+                  generator=torch.Generator("cpu").manual_seed(5)).images[0]
+    assert np.abs(pixels(ours.image) - pixels(theirs)).max() <= 1
+
+
+def test_single_file_that_cannot_fit_the_base_is_refused_in_one_sentence(shape_folders, tmp_path, run_cli):
+    from safetensors.torch import save_file
+
+    state = _transformer_state(shape_folders[SCHNELL])
+    state["context_embedder.weight"] = state["context_embedder.weight"][:, :30].contiguous()  # 30-wide T5 input
+    single = tmp_path / "other-t5.safetensors"
+    save_file(state, str(single))
+    code, out, err = run_cli("generate", "--model", single, "--base", shape_folders[SCHNELL], "--prompt", "x",
+                             "--width", 32, "--height", 32, "--out", tmp_path / "out")
+    assert code == 2 and "reads 30-wide T5 features, but model.base's T5 encoder gives 40" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    # a file of another head size than the base's RoPE axes: one sentence, not an IndexError
+    save_file(_transformer_state(shape_folders[DEV]), str(tmp_path / "dev.safetensors"))
+    code, out, err = run_cli("generate", "--model", tmp_path / "dev.safetensors", "--base", shape_folders[SCHNELL],
+                             "--prompt", "x", "--width", 32, "--height", 32, "--out", tmp_path / "out")
+    assert code == 2 and "has attention heads of 8 channels" in err and "Traceback" not in err
+
+
+def test_gguf_q8_of_another_shape(shape_folders, tmp_path):
+    from gguf_tiny import write_q8_gguf
+
+    folder = shape_folders[SCHNELL]
+    gguf_file = tmp_path / "other.gguf"
+    write_q8_gguf(_transformer_state(folder), gguf_file)
+    ours = generate({**config(gguf_file), "model": {"source": str(gguf_file), "base": str(folder)}},
+                    save=False, progress=False)[0]
+    assert ours.recipe["decisions"]["memory"]["transformer"] == "gguf:Q8_0" and ours.recipe["model"]["preset"] == "schnell"
+    full = generate(config(folder), save=False, progress=False)[0]
+    assert np.abs(pixels(ours.image) - pixels(full.image)).max() <= 8  # 8-bit weights: close, not equal
