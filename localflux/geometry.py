@@ -35,7 +35,13 @@ def vae_scale_factor(source) -> int:
     root = model_root(source)
     config = root / "vae" / "config.json" if root is not None else None
     if config is not None and config.is_file():
-        return vae_scale_factor_of_config(json.loads(config.read_text()))
+        try:
+            return vae_scale_factor_of_config(json.loads(config.read_text()))
+        except (ValueError, OSError, TypeError, AttributeError):
+            from .errors import ModelSourceError
+
+            raise ModelSourceError(f"the model's vae/config.json ({str(config)!r}) is not readable JSON; "
+                                   "the file is truncated or corrupt: download the model again") from None
     return FLUX_VAE_SCALE_FACTOR
 
 
