@@ -250,20 +250,44 @@ def _from_pretrained(source: Source, placement: Placement, **components):
 
 
 def _load_single_file_transformer(source: Source, placement: Placement, preset: str, **quantization):
+    from tempfile import TemporaryDirectory
+
+    from . import single_file
+
+    gguf = source.path.suffix.lower() == ".gguf"
+    if not gguf:
+        _require_flux_keys(source.path, _safetensors_keys(source.path))
+    base_root = _transformer_config_root(source, preset)
+    base_config = json.loads((base_root / "transformer" / "config.json").read_text())
+    # the file's own shape (block counts, widths, guidance) with the base config for the rest
+    config = single_file.transformer_config(source.path, base_config, source.base.path if source.base else None)
+    with TemporaryDirectory(prefix="localflux-config-") as folder:
+        (Path(folder) / "transformer").mkdir()
+        (Path(folder) / "transformer" / "config.json").write_text(json.dumps(dict(config, _class_name="FluxTransformer2DModel")))
+        if gguf:
+            from .memory.formats import load_gguf_transformer
+
+            return load_gguf_transformer(source.path, Path(folder), placement.torch_dtype)
+        return _from_single_file(source, config, folder, placement, quantization)
+
+
+def _from_single_file(source: Source, config: dict, config_root: str, placement: Placement, quantization: dict):
     from diffusers import FluxTransformer2DModel
 
-    if source.path.suffix.lower() == ".gguf":
-        from .memory.formats import load_gguf_transformer
+    from . import single_file
 
-        return load_gguf_transformer(source.path, _transformer_config_root(source, preset), placement.torch_dtype)
-    _require_flux_keys(source.path, _safetensors_keys(source.path))
-    config_root = _transformer_config_root(source, preset)
+    checkpoint = str(source.path)
+    width = config["num_attention_heads"] * config["attention_head_dim"]
     try:
+        if single_file.layout_of(single_file.tensor_shapes(source.path)) == "bfl" and width != single_file.FLUX1_WIDTH:
+            from safetensors.torch import load_file
+
+            checkpoint = single_file.bfl_to_diffusers(load_file(str(source.path)), config)  # diffusers' assumes 3072
         return FluxTransformer2DModel.from_single_file(
-            str(source.path), config=str(config_root), subfolder="transformer", torch_dtype=placement.torch_dtype,
+            checkpoint, config=config_root, subfolder="transformer", torch_dtype=placement.torch_dtype,
             **quantization,
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, IndexError) as exc:
         raise ModelSourceError(f"could not load transformer checkpoint {str(source.path)!r}: "
                                f"{str(exc).splitlines()[0]}; is it a FLUX.1 transformer matching model.base?") from None
 

@@ -19,6 +19,7 @@ from .config import Config
 from .loader import LoadedModel, Source, describe_source, detect_preset, load_model
 from .presets import PRESETS
 from .prompts import PART_ORDER, join_prompt
+from .geometry import size_multiple, vae_scale_factor
 from .resolution import Size, resolve_size
 from .sampler import RenderRequest, vae_tiling_enabled
 
@@ -57,7 +58,8 @@ def plan(config: Config) -> Plan:
     if seed_was_random:
         config = config_mod.replace(config, **{"sampling.seed": secrets.randbelow(RANDOM_SEED_LIMIT)})
     s = config.sampling
-    size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect)
+    size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect,
+                        multiple=size_multiple(source))
     parts = {name: getattr(config.prompt, name) for name in PART_ORDER}
     final = join_prompt(parts)
     if not final and not (config.prompt.clip or config.prompt.t5):
@@ -266,8 +268,8 @@ def _announce(the_plan: Plan) -> None:
         log.info("seed %d (random; pass --seed %d to render it again)", c.sampling.seed, c.sampling.seed)
     if the_plan.size.snapped:
         req = the_plan.size.requested
-        log.info("size %dx%d (asked for %gx%g; sides are multiples of 16)", the_plan.size.width, the_plan.size.height,
-                 req[0], req[1])
+        log.info("size %dx%d (asked for %gx%g; sides are multiples of %d)", the_plan.size.width, the_plan.size.height,
+                 req[0], req[1], the_plan.size.multiple)
 
 
 def _announce_loras(model: LoadedModel) -> None:
@@ -331,7 +333,8 @@ def describe(the_plan: Plan) -> str:
 
     placement = resolve_placement(c.model.device, c.model.dtype)
     lines.append(f"device: {placement.device}, {placement.dtype}")
-    sigmas = flux_sigmas(scheduler_config(the_plan.source, c.model.preset), r.steps, r.width, r.height)
+    sigmas = flux_sigmas(scheduler_config(the_plan.source, c.model.preset), r.steps, r.width, r.height,
+                         vae_scale_factor(the_plan.source))
     lines.append("sigmas: " + ", ".join(f"{x:.4f}" for x in sigmas[:10]) + (" ..." if len(sigmas) > 10 else ""))
     for entry in c.lora:
         lines.append(f"lora: {entry.path} x{entry.scale:g}{'' if entry.strict else ' (strict = false)'}"

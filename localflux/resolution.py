@@ -1,7 +1,8 @@
-"""Image size arithmetic: width x height, or megapixels x aspect ratio, snapped to multiples of 16.
+"""Image size arithmetic: width x height, or megapixels x aspect ratio, snapped to the model's multiple.
 
 FLUX packs 2x2 patches of the 8x-downsampled latent, so both sides must be multiples of 16
-(diffusers would silently floor them; localflux snaps to the nearest and says so).
+(diffusers would silently floor them; localflux snaps to the nearest and says so). A model with
+another VAE has another multiple (``geometry.size_multiple``); 16 is FLUX.1's.
 1 MP means 1024 x 1024 = 1,048,576 pixels, as in FLUX's own resolution talk.
 """
 
@@ -23,15 +24,16 @@ class Size:
     width: int
     height: int
     requested: tuple[float, float]  # what the user asked for before snapping
+    multiple: int = MULTIPLE  # the side multiple the model needs
 
     @property
     def snapped(self) -> bool:
         return (self.width, self.height) != self.requested
 
 
-def snap(value: float) -> int:
-    """Nearest multiple of 16 (halves round up), never below 16."""
-    return max(MULTIPLE, int(math.floor(value / MULTIPLE + 0.5)) * MULTIPLE)
+def snap(value: float, multiple: int = MULTIPLE) -> int:
+    """Nearest multiple of ``multiple`` (halves round up), never below one multiple."""
+    return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
 
 
 def parse_aspect(text: str) -> tuple[float, float]:
@@ -50,8 +52,9 @@ def parse_aspect(text: str) -> tuple[float, float]:
     return w, h
 
 
-def resolve_size(width: int | None, height: int | None, megapixels: float | None, aspect: str | None) -> Size:
-    """Width/height win when both are given; else megapixels x aspect (default 1 MP, 1:1)."""
+def resolve_size(width: int | None, height: int | None, megapixels: float | None, aspect: str | None,
+                 multiple: int = MULTIPLE) -> Size:
+    """Width/height win when both are given; else megapixels x aspect (default 1 MP, 1:1); sides snap to ``multiple``."""
     if width is not None and height is not None:
         requested = (float(width), float(height))
     else:
@@ -64,10 +67,10 @@ def resolve_size(width: int | None, height: int | None, megapixels: float | None
             requested = (float(height) * aw / ah, float(height))
         else:
             requested = (math.sqrt(pixels * aw / ah), math.sqrt(pixels * ah / aw))
-    w, h = snap(requested[0]), snap(requested[1])
+    w, h = snap(requested[0], multiple), snap(requested[1], multiple)
     for side, value in (("width", w), ("height", h)):
         if value > MAX_SIDE:
             raise ConfigError(f"{side} {value} is larger than {MAX_SIDE} pixels; ask for fewer megapixels or a smaller size")
     if requested[0] == int(requested[0]) and requested[1] == int(requested[1]):
         requested = (int(requested[0]), int(requested[1]))
-    return Size(w, h, requested)
+    return Size(w, h, requested, multiple)

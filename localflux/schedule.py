@@ -16,9 +16,11 @@ from __future__ import annotations
 import math
 
 
-def image_seq_len(width: int, height: int) -> int:
-    """Transformer image tokens: the 8x VAE latent packed into 2x2 patches."""
-    return (height // 16) * (width // 16)
+def image_seq_len(width: int, height: int, vae_scale_factor: int = 8) -> int:
+    """Transformer image tokens: the VAE latent (8x smaller for FLUX.1) packed into 2x2 patches."""
+    from .geometry import image_tokens
+
+    return image_tokens(width, height, vae_scale_factor)
 
 
 def mu_for(seq_len: int, config: dict) -> float:
@@ -32,10 +34,10 @@ def time_shift(mu: float, sigma: float) -> float:
     return math.exp(mu) / (math.exp(mu) + (1 / sigma - 1))
 
 
-def flux_sigmas(config: dict, steps: int, width: int, height: int) -> list[float]:
+def flux_sigmas(config: dict, steps: int, width: int, height: int, vae_scale_factor: int = 8) -> list[float]:
     base = [1.0 - i * (1.0 - 1.0 / steps) / max(steps - 1, 1) for i in range(steps)] if steps > 1 else [1.0]
     if config.get("use_dynamic_shifting"):
-        mu = mu_for(image_seq_len(width, height), config)
+        mu = mu_for(image_seq_len(width, height, vae_scale_factor), config)
         return [time_shift(mu, s) for s in base]
     shift = config.get("shift", 1.0)
     return [shift * s / (1 + (shift - 1) * s) for s in base]

@@ -46,6 +46,19 @@ def tiny_folders(tmp_path_factory) -> dict[str, Path]:
     return folders
 
 
+@pytest.fixture(scope="session")
+def shape_folders(tmp_path_factory) -> dict[str, Path]:
+    """Tiny FLUX models of other shapes than ``tiny`` (tests/shape_models.py), as diffusers folders."""
+    from shape_models import SHAPES, save_shape_model
+
+    root = tmp_path_factory.mktemp("shapes")
+    folders = {}
+    for name in SHAPES:
+        folders[name] = root / name
+        save_shape_model(name, folders[name])
+    return folders
+
+
 @pytest.fixture
 def run_cli(monkeypatch):
     """Run ``localflux ARGS`` in this process; returns (exit code, stdout, stderr)."""

@@ -116,13 +116,30 @@ def write_kohya_file(path, seed=2, rank=4, alpha=2.0, text_encoder=False, metada
     return Path(path)
 
 
-def write_kohya_single_block(path, seed=3, rank=4) -> Path:
+def write_kohya_bad_linear1(path, seed=3, rank=4) -> Path:
     """A kohya single-block ``linear1`` whose output is no FLUX q|k|v|mlp layer (not 7 x a width)."""
     gen = torch.Generator().manual_seed(seed)
     down, up = _pair(gen, rank, WIDTH, 3 * WIDTH + MLP + 1)
     save_file({"lora_unet_single_blocks_0_linear1.lora_down.weight": down,
                "lora_unet_single_blocks_0_linear1.lora_up.weight": up,
                "lora_unet_single_blocks_0_linear1.alpha": torch.tensor(4.0)}, str(path))
+    return Path(path)
+
+
+def kohya_single_block_tensors(seed=3, rank=4, width=WIDTH, alpha=4.0) -> dict:
+    """A kohya single-block ``linear1`` (q, k, v, MLP input fused; one shared down weight, as kohya trains it).
+
+    diffusers' converter assumes FLUX.1's 3072/12288 sizes for it; localflux splits other widths itself.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    down, up = _pair(gen, rank, width, 3 * width + 4 * width)
+    return {"lora_unet_single_blocks_0_linear1.lora_down.weight": down,
+            "lora_unet_single_blocks_0_linear1.lora_up.weight": up,
+            "lora_unet_single_blocks_0_linear1.alpha": torch.tensor(alpha)}
+
+
+def write_kohya_single_block(path, seed=3, rank=4, width=WIDTH, alpha=4.0) -> Path:
+    save_file(kohya_single_block_tensors(seed, rank, width, alpha), str(path))
     return Path(path)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import lora_files as lf
 from conftest import pixels
@@ -35,7 +36,9 @@ def files(tmp_path_factory):
         "double_alpha": lf.write_diffusers(d / "double_alpha.safetensors", seed=14, alpha=8, single=False),
         "kohya_te": lf.write_kohya_file(d / "with_te.safetensors", text_encoder=True),
         "kohya_t5": lf.write_kohya_file(d / "with_t5.safetensors", t5=True),
-        "single_block": lf.write_kohya_single_block(d / "single.safetensors"),
+        "single_block": lf.write_kohya_single_block(d / "single.safetensors", alpha=2.0),
+        "single_block_bad": lf.write_kohya_bad_linear1(d / "single_bad.safetensors"),
+        "single_block_wide": lf.write_kohya_single_block(d / "single_wide.safetensors", width=48),
         "dora": lf.write_dora(d / "dora.safetensors"),
         "partial": lf.write_partial(d / "partial.safetensors"),
         "foreign": lf.write_foreign(d / "sdxl.safetensors"),
@@ -147,7 +150,8 @@ def test_replay_refuses_changed_lora(files, tmp_path, run_cli):
     ("corrupt", "not a readable .safetensors"),
     ("dora", "DoRA"),
     ("wrong_size", "has 32 features but the LoRA has 3072"),
-    ("single_block", "not a FLUX.1 q|k|v|mlp layer"),
+    ("single_block_bad", "not a FLUX.1 q|k|v|mlp layer"),
+    ("single_block_wide", "attn.to_q has 32 features but the LoRA has 48"),
     ("kohya_t5", "T5 text-encoder tensors"),
 ])
 def test_bad_loras_exit_2_name_the_file_and_write_nothing(files, tmp_path, run_cli, name, words):
@@ -282,7 +286,9 @@ def test_inspect_reports_format_rank_alpha_trigger(files, run_cli):
     assert "DoRA" in lora_inspect.inspect_lora(files["dora"])["refused"]
 
 
-@pytest.mark.parametrize("name", ["kohya", "double_meta", "double_alpha"])
+# "diffusers" and "diffusers_alpha" have single-block q/k/v/MLP parts: kohya fuses them into linear1 at
+# the tiny width, which diffusers' converter cannot split (it assumes 3072) and localflux does
+@pytest.mark.parametrize("name", ["kohya", "double_meta", "double_alpha", "diffusers", "diffusers_alpha"])
 def test_convert_round_trips_render_the_same_image(files, tmp_path, run_cli, name):
     original, _ = render([{"path": files[name], "scale": 1.0}])
     kohya, diffusers, back = tmp_path / "k.safetensors", tmp_path / "d.safetensors", tmp_path / "kd.safetensors"
@@ -294,7 +300,7 @@ def test_convert_round_trips_render_the_same_image(files, tmp_path, run_cli, nam
     with safe_open(str(kohya), "pt") as handle:
         keys = list(handle.keys())
     modules = {k.split(".")[0] for k in keys}
-    assert all(k.startswith("lora_unet_double_blocks_0_") for k in keys)
+    assert all(k.startswith(("lora_unet_double_blocks_0_", "lora_unet_single_blocks_0_")) for k in keys)
     assert all(f"{m}.alpha" in keys for m in modules)  # kohya and ComfyUI read these
     code, _, err = run_cli("lora", "convert", files[name], kohya, "--to", "kohya")
     assert code == 2 and "already exists" in err
@@ -365,3 +371,65 @@ def test_swapping_loras_on_a_compiled_model_does_not_recompile(tmp_path):
                      save=False, progress=False)[0]
     assert np.abs(pixels(two.image) - pixels(eager.image)).max() <= 1  # the swapped-in LoRA is the one acting
     assert np.abs(pixels(two.image) - pixels(one.image)).max() > 1
+
+
+def test_kohya_single_block_linear1_at_another_width_splits_like_diffusers(files):
+    """kohya's fused linear1 (one shared down weight) at the tiny width: each part gets the scaled down
+    weight and its own rows of the up weight, which is what diffusers does at FLUX.1's width."""
+    tensors = load_file(str(files["single_block"]))
+    down, up = tensors["lora_unet_single_blocks_0_linear1.lora_down.weight"], tensors["lora_unet_single_blocks_0_linear1.lora_up.weight"]
+    scale = 2.0 / 4  # alpha / rank
+    rows = torch.split(up, [lf.WIDTH] * 3 + [lf.MLP])
+    expected = {}
+    for part, b in zip(("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), rows):
+        expected[f"transformer.single_transformer_blocks.0.{part}.lora_A.weight"] = down * scale
+        expected[f"transformer.single_transformer_blocks.0.{part}.lora_B.weight"] = b.contiguous()
+    image, result = render([{"path": files["single_block"], "scale": 0.8}], fuse="unfused")
+    assert result.recipe["loras"][0]["applied"]["applied"] == 2 and not result.recipe["loras"][0]["partial"]
+    peft = files["single_block"].parent / "single_as_peft.safetensors"
+    save_file(expected, str(peft))
+    assert max_diff(image, reference(peft, 0.8)) <= 1
+    assert max_diff(image, render()[0]) > 1  # the LoRA acted
+
+
+@pytest.mark.parametrize("name", ["dev-named-schnell", "schnell-named-dev"])
+def test_lora_round_trips_on_models_of_other_shapes(shape_folders, tmp_path, run_cli, name):
+    """Other widths and block counts: a LoRA on every FLUX layer kohya names, as diffusers/PEFT, as
+    kohya (q/k/v and linear1 split sizes from the model) and back, renders what diffusers renders."""
+    from diffusers import FluxPipeline
+
+    from localflux.sampler import render as sampler_render
+
+    folder = shape_folders[name]
+    pipe = FluxPipeline.from_pretrained(folder)
+    gen = torch.Generator().manual_seed(5)
+    tensors = {}
+    for module_name, module in pipe.transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and not module_name.startswith("time_text_embed.timestep"):
+            tensors[f"transformer.{module_name}.lora_A.weight"] = torch.randn(3, module.in_features, generator=gen) * 0.2
+            tensors[f"transformer.{module_name}.lora_B.weight"] = torch.randn(module.out_features, 3, generator=gen) * 0.2
+    peft, kohya, back = tmp_path / "peft.safetensors", tmp_path / "kohya.safetensors", tmp_path / "back.safetensors"
+    save_file(tensors, str(peft))
+    for src, out, to in ((peft, kohya, "kohya"), (kohya, back, "diffusers")):
+        code, _, err = run_cli("lora", "convert", src, out, "--to", to)
+        assert code == 0, err
+    code, out, err = run_cli("lora", "inspect", kohya)
+    assert code == 0 and "kohya (BFL keys)" in out, err
+
+    config = {"model": {"source": str(folder)}, "prompt": {"subject": "a red cat"}, "size": {"width": 48, "height": 48},
+              "sampling": {"seed": 3, "steps": 2, "guidance": 3.5, "max_sequence_length": 16}}
+    images = {}
+    for path in (peft, kohya, back):
+        result = pipeline.generate({**config, "lora": [{"path": str(path), "scale": 0.7}], "lora_options": {"fuse": "unfused"}},
+                                   save=False, progress=False)[0]
+        record = result.recipe["loras"][0]
+        assert not record["partial"] and record["applied"]["applied"] == record["applied"]["lora_tensors"]
+        images[path.name] = pixels(result.image)
+    pipe.load_lora_weights(str(peft), adapter_name="ref")
+    pipe.set_adapters(["ref"], [0.7])
+    the_plan = pipeline.plan(pipeline.coerce_config(config))
+    reference_image = pixels(sampler_render(pipe, the_plan.request, [3], progress=False)[0][0])
+    for image in images.values():
+        assert max_diff(image, reference_image) <= 1
+    base = pixels(pipeline.generate(config, save=False, progress=False)[0].image)
+    assert max_diff(base, reference_image) > 1

@@ -59,3 +59,33 @@ def test_presets_fill_defaults_from_the_model(tiny_folders):
                         "sampling": {"seed": 1}}, save=False, progress=False)[0]
     assert schnell.recipe["config"]["sampling"]["steps"] == 4
     assert schnell.recipe["config"]["sampling"]["max_sequence_length"] == 256
+
+
+# Models of other shapes (tests/shape_models.py): the dev-like one has a factor-4 VAE, so 72x56 is a
+# size FluxPipeline renders as asked (multiples of 8), and its own dynamic-shift line; the schnell-like
+# one a static shift of 2. The folder names say the opposite preset on purpose.
+@pytest.mark.parametrize("name,preset,size,steps,guidance", [
+    ("schnell-named-dev", "dev", (72, 56), 5, 4.0),
+    ("dev-named-schnell", "schnell", (96, 48), 3, 0.0),
+])
+def test_other_shapes_match_flux_pipeline(shape_folders, name, preset, size, steps, guidance):
+    folder = shape_folders[name]
+    config = {"model": {"source": str(folder)}, "prompt": {"subject": "a red fox in snow"},
+              "size": {"width": size[0], "height": size[1]},
+              "sampling": {"seed": 11, "steps": steps, "guidance": guidance, "max_sequence_length": 48}}
+    ours = generate(config, save=False, progress=False)[0]
+    theirs = diffusers_render(folder, "a red fox in snow", *size, steps, guidance, 11, 48)
+    assert ours.image.size == theirs.size == size
+    assert_close(ours.image, theirs)
+    assert ours.recipe["model"]["preset"] == preset
+    pipe = FluxPipeline.from_pretrained(folder)
+    pipe.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=None if preset == "schnell" else _mu(pipe, size))
+    assert np.allclose(ours.recipe["sigmas"], pipe.scheduler.sigmas[:-1].tolist(), atol=1e-6)
+
+
+def _mu(pipe, size):
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    c = pipe.scheduler.config
+    tokens = (size[0] // (2 * pipe.vae_scale_factor)) * (size[1] // (2 * pipe.vae_scale_factor))
+    return calculate_shift(tokens, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)

@@ -25,10 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import LoraError
-
-# FLUX.1's MLP is 4x the model width (mlp_ratio 4.0 in BFL's flux/model.py); needed only to size a zero
-# block when a single-block LoRA has q/k/v but no proj_mlp (or the reverse).
-MLP_RATIO = 4
+from ..geometry import MLP_RATIO  # sizes a zero block when a single-block LoRA has q/k/v but no proj_mlp (or the reverse)
 
 _DOUBLE = {
     "attn.to_q": ("img_attn_qkv", 0, 3), "attn.to_k": ("img_attn_qkv", 1, 3), "attn.to_v": ("img_attn_qkv", 2, 3),

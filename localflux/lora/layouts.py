@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 from ..errors import LoraError
+from ..geometry import MLP_RATIO
 
 # BFL (original FLUX.1 / ComfyUI) top-level module names
 _BFL_ROOTS = ("double_blocks.", "single_blocks.", "img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.",
@@ -38,7 +39,6 @@ _CLIP_KOHYA = re.compile(r"^lora_te1?_text_model_encoder_layers_(\d+)_(self_attn
 _CLIP_COMFY = re.compile(r"^text_encoders\.clip_l\.transformer\.(text_model\.encoder\.layers\.\d+\.(?:self_attn|mlp)\.\w+)"
                          r"\.(lora_down\.weight|lora_up\.weight|lora_A\.weight|lora_B\.weight|alpha)$")
 T5_PREFIXES = ("lora_te2_", "lora_te3_", "text_encoders.t5xxl.", "text_encoder_2.")
-MLP_RATIO = 4  # FLUX.1: single-block linear1 is q, k, v (width each) + MLP (4 x width)
 
 
 def is_t5_key(key: str) -> bool:

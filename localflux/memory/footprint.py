@@ -29,6 +29,7 @@ class Footprint:
     hidden: int  # transformer width (heads x head dim)
     t5_width: int
     vae_channels: int  # the VAE decoder's widest full-resolution feature map has this many channels
+    vae_scale_factor: int = 8  # image pixels per latent cell along a side (tokens = latent cells / 4)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +92,8 @@ def footprint_of(transformer, text_encoder_2, text_encoder, vae) -> Footprint:
 
     blocks = list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
     t5_blocks = list(text_encoder_2.encoder.block)
+    from ..geometry import vae_scale_factor_of_config
+
     config = transformer.config
     return Footprint(
         transformer=count(transformer),
@@ -104,6 +107,7 @@ def footprint_of(transformer, text_encoder_2, text_encoder, vae) -> Footprint:
         hidden=config.num_attention_heads * config.attention_head_dim,
         t5_width=text_encoder_2.config.d_model,
         vae_channels=vae.config.block_out_channels[0],
+        vae_scale_factor=vae_scale_factor_of_config(dict(vae.config)),
     )
 
 

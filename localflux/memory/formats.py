@@ -118,6 +118,6 @@ def load_gguf_transformer(path: Path, config_root: Path, compute_dtype):
             str(path), quantization_config=GGUFQuantizationConfig(compute_dtype=compute_dtype),
             config=str(config_root), subfolder="transformer", torch_dtype=compute_dtype,
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, IndexError) as exc:
         raise ModelSourceError(f"could not load GGUF transformer {str(path)!r}: {str(exc).splitlines()[0]}; "
                                "is it a FLUX.1 transformer matching model.base?") from None

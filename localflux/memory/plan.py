@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ..device import available_ram
 from ..errors import DeviceError
+from ..geometry import image_tokens
 from .footprint import Footprint
 
 GiB = 2**30
@@ -139,7 +140,7 @@ def weight_bytes(params: int, skipped: int, fmt: str, compute_bytes: int, gguf_b
 
 def activation_bytes(fp: Footprint, work: Workload) -> dict[str, int]:
     """Peak activations of each stage for one image."""
-    tokens = (work.width // 16) * (work.height // 16) + work.max_sequence_length
+    tokens = image_tokens(work.width, work.height, fp.vae_scale_factor) + work.max_sequence_length
     pixels = min(work.width * work.height, VAE_TILE_PIXELS) if work.vae_tiling else work.width * work.height
     return {
         "text": work.max_sequence_length * fp.t5_width * work.compute_bytes * T5_ACTIVATION_FACTOR,

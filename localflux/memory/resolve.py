@@ -26,11 +26,12 @@ def gguf_of(source) -> tuple[str, int] | None:
     return None
 
 
-def workload(config, placement) -> Workload:
+def workload(config, placement, multiple: int = 16) -> Workload:
     from ..resolution import resolve_size
     from ..sampler import vae_tiling_enabled
 
-    size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect)
+    size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect,
+                        multiple=multiple)
     return Workload(size.width, size.height, config.sampling.max_sequence_length or 512,
                     4 if placement.dtype == "float32" else 2,
                     vae_tiling_enabled(config.memory.vae_tiling, size.width, size.height))
@@ -57,7 +58,10 @@ def resolve_plan(config, source, preset: str, placement) -> MemoryPlan:
         raise ConfigError(f"memory.transformer = {memory.transformer!r} cannot apply to the GGUF file "
                           f"{str(source.path)!r}, which brings its own format ({gguf[0]}); leave it 'full'")
     if memory.plan == "auto":
-        plan = auto_plan(footprint_for(source, preset), workload(config, placement), probe_machine(placement.device),
+        from ..geometry import size_multiple
+
+        plan = auto_plan(footprint_for(source, preset), workload(config, placement, size_multiple(source)),
+                         probe_machine(placement.device),
                          allow_lossy=memory.allow_lossy, headroom_gb=memory.headroom_gb, gguf=gguf,
                          group_blocks=memory.group_blocks, cache_t5=memory.cache_t5)
         if memory.t5_device == "cpu":

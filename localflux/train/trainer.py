@@ -153,6 +153,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     loaded = load_model(config.model, Placement("cpu", dtype), cache=False)
     pipe = loaded.pipe
     model_sha = base_model_hash(loaded)
+    _check_buckets(pre.dataset, pipe.vae_scale_factor)
     max_len = PRESETS[loaded.preset].max_sequence_length
     cache_dir = Path(config.memory.cache_dir or pre.run_dir / "cache")
     with accelerator.main_process_first():
@@ -300,13 +301,36 @@ def lora_target_modules(transformer, config: TrainConfig) -> list[str]:
                     seen.add(name)
                     if index in indices:
                         names.append(f"{prefix}.{index}.{name}")
-    unknown = sorted(wanted - seen)
+    # judged against what FLUX blocks contain, not what this model has: a model without single blocks
+    # still accepts the default targets, which then simply adapt its double blocks
+    unknown = sorted(wanted - seen - _flux_block_linears())
     if unknown:
         raise ConfigError(f"lora.targets has {unknown[0]!r}, which names no linear layer in a FLUX block; "
                           "see configs/train-subject.toml for the names")
     if not names:
         raise ConfigError("lora.targets and the selected blocks leave no layer to train; select more blocks")
     return names
+
+
+def _check_buckets(dataset: Dataset, vae_scale_factor: int) -> None:
+    """Buckets sit on the 16-pixel grid (FLUX.1's VAE); a model with a coarser VAE needs a coarser grid."""
+    multiple = 2 * vae_scale_factor
+    for item in dataset.items:
+        if item.bucket[0] % multiple or item.bucket[1] % multiple:
+            raise ConfigError(f"bucket {item.bucket[0]}x{item.bucket[1]} does not fit this model, whose image sides "
+                              f"must be multiples of {multiple} (its VAE downsamples {vae_scale_factor}x); "
+                              f"use dataset.resolutions that are multiples of {multiple}")
+
+
+def _flux_block_linears() -> set[str]:
+    """Names of the linear layers inside diffusers' FLUX double and single blocks (built on the meta device)."""
+    import torch
+    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
+
+    with torch.device("meta"):
+        blocks = (FluxTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8),
+                  FluxSingleTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8))
+    return {name for block in blocks for name, module in block.named_modules() if isinstance(module, torch.nn.Linear)}
 
 
 def make_optimizer(config: TrainConfig, params: list):
@@ -364,7 +388,8 @@ def _draw_batch(indices: list[int], dataset: Dataset, cache, config: TrainConfig
     width, height = items[0].bucket
     t = config.training
     sigmas = sample_sigmas(t.timesteps, generator, len(items), mean=t.logit_mean, std=t.logit_std,
-                           seq_len=schedule.image_seq_len(width, height), scheduler_config=pipe.scheduler.config)
+                           seq_len=schedule.image_seq_len(width, height, pipe.vae_scale_factor),
+                           scheduler_config=pipe.scheduler.config)
     dropped = torch.rand(len(items), generator=generator) < config.dataset.caption_dropout
     noise = torch.randn(latents.shape, generator=generator)
     captions = [EMPTY_CAPTION if drop else dataset.samples[it.sample].caption for it, drop in zip(items, dropped.tolist())]
