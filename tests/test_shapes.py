@@ -23,15 +23,17 @@ def config(folder, **sampling):
             "sampling": {"seed": 5, "steps": 3, "max_sequence_length": 32, **sampling}}
 
 
-def test_sizes_snap_to_the_models_own_multiple(shape_folders, capsys):
+def test_sizes_snap_to_the_models_own_multiple(shape_folders, caplog):
     from localflux.pipeline import plan
 
     # a factor-4 VAE: multiples of 8, as FluxPipeline needs; 70x50 -> 72x48 (not 64x48 on the 16 grid)
     the_plan = plan(config_from_dict({**config(shape_folders[DEV]), "size": {"width": 70, "height": 50}}))
     assert (the_plan.size.width, the_plan.size.height) == (72, 48)
-    result = generate({**config(shape_folders[DEV]), "size": {"width": 70, "height": 50}}, save=False, progress=False)[0]
+    with caplog.at_level("INFO", logger="localflux"):
+        result = generate({**config(shape_folders[DEV]), "size": {"width": 70, "height": 50}}, save=False,
+                          progress=False)[0]
     assert result.image.size == (72, 48)
-    assert "size 72x48 (asked for 70x50; sides are multiples of 8)" in capsys.readouterr().err
+    assert "size 72x48 (asked for 70x50; sides are multiples of 8)" in caplog.text
     assert plan(config_from_dict({**config(shape_folders[SCHNELL]), "size": {"width": 72, "height": 50}})).size.width == 80
 
 
