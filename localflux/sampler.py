@@ -46,12 +46,14 @@ def vae_tiling_enabled(setting: str, width: int, height: int) -> bool:
 
 
 def warn_if_truncated(pipe, request: RenderRequest) -> list[str]:
-    """Warn (and return the warnings) when a prompt is longer than CLIP's 77 tokens or the T5 limit."""
+    """Warn (and return the warnings) when a prompt is longer than CLIP's window (77 tokens) or the T5 limit."""
     warnings = []
+    # FluxPipeline truncates CLIP input at its tokenizer's model_max_length (77 for FLUX.1's CLIP-L)
+    clip_limit = getattr(pipe, "tokenizer_max_length", None) or CLIP_MAX_TOKENS
     clip_tokens = len(pipe.tokenizer(request.clip_prompt, truncation=False).input_ids)
-    if clip_tokens > CLIP_MAX_TOKENS:
+    if clip_tokens > clip_limit:
         warnings.append(
-            f"prompt is {clip_tokens} CLIP tokens; CLIP reads only the first {CLIP_MAX_TOKENS} "
+            f"prompt is {clip_tokens} CLIP tokens; CLIP reads only the first {clip_limit} "
             f"(T5 still reads up to {request.max_sequence_length}): put the key words first"
         )
     t5_tokens = len(pipe.tokenizer_2(request.t5_prompt, truncation=False).input_ids)

@@ -100,6 +100,26 @@ def test_warns_when_clip_truncates(caplog):
     assert short.recipe["warnings"] == []
 
 
+def test_clip_window_is_the_models_own():
+    # a CLIP tokenizer with a 16-token window: FluxPipeline truncates there, so the warning must too
+    from localflux.sampler import RenderRequest, warn_if_truncated
+    from localflux.tiny import build_tiny_components
+
+    from diffusers import FluxPipeline
+
+    components = build_tiny_components("schnell")
+    components["tokenizer"].model_max_length = 16
+    pipe = FluxPipeline(**components)
+    assert pipe.tokenizer_max_length == 16
+
+    def request(prompt):
+        return RenderRequest(prompt, prompt, None, 32, 32, 1, 0.0, 1.0, 64, False)
+
+    assert warn_if_truncated(pipe, request("a" * 10)) == []  # 10 characters + end token fit in 16
+    (warning,) = warn_if_truncated(pipe, request("a" * 20))
+    assert "CLIP reads only the first 16" in warning
+
+
 @pytest.mark.parametrize("variant", ["dev", "schnell"])
 @pytest.mark.parametrize("steps,width,height", [(4, 64, 64), (28, 1024, 1024), (20, 1248, 1680)])
 def test_sigmas_match_diffusers_scheduler(variant, steps, width, height):
