@@ -85,6 +85,15 @@ def test_t5_on_the_cpu_takes_its_weights_and_activations_off_the_accelerator(dev
     assert on_cpu["denoise"] == on_gpu["denoise"] and on_cpu["decode"] == on_gpu["decode"]
 
 
+def test_auto_plan_is_chosen_for_t5_where_the_user_put_it(dev_footprint):
+    # T5 kept on the CPU frees ~9 GiB: a 24 GiB card then needs no lossy T5 (it did when the plan was
+    # chosen as if T5 were on the GPU and moved afterwards)
+    on_gpu = auto_plan(dev_footprint, Workload(), synthetic_machine(24))
+    on_cpu = auto_plan(dev_footprint, Workload(), synthetic_machine(24), t5_device="cpu")
+    assert on_gpu.t5 == "fp8-storage"
+    assert (on_cpu.t5, on_cpu.t5_device) == ("full", "cpu") and on_cpu.peak_bytes < on_gpu.peak_bytes
+
+
 def test_offload_modes_wire_on_cpu_and_keep_pixels():
     reference, recipe = render()
     assert recipe["decisions"]["memory"]["offload"] == "none"

@@ -137,6 +137,14 @@ def test_single_file_with_fewer_blocks_than_its_base(shape_folders, tmp_path):
                   generator=torch.Generator("cpu").manual_seed(5)).images[0]
     assert np.abs(pixels(ours.image) - pixels(theirs)).max() <= 1
 
+    # memory estimates count the file's transformer, not the base's
+    from localflux.loader import describe_source
+    from localflux.memory.resolve import footprint_for
+
+    fp = footprint_for(describe_source(str(single), str(folder)), "schnell")
+    assert fp.transformer == sum(p.numel() for p in pruned.parameters())
+    assert fp.transformer < footprint_for(describe_source(str(folder)), "schnell").transformer
+
 
 def test_single_file_that_cannot_fit_the_base_is_refused_in_one_sentence(shape_folders, tmp_path, run_cli):
     from safetensors.torch import save_file

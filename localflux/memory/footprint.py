@@ -90,25 +90,48 @@ def footprint_of(transformer, text_encoder_2, text_encoder, vae) -> Footprint:
     def count(module) -> int:
         return sum(p.numel() for p in module.parameters())
 
-    blocks = list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
     t5_blocks = list(text_encoder_2.encoder.block)
     from ..geometry import vae_scale_factor_of_config
 
-    config = transformer.config
     return Footprint(
-        transformer=count(transformer),
-        transformer_block=max(count(b) for b in blocks),
-        transformer_fp8_skipped=count(transformer) - castable_params(transformer, TRANSFORMER_SKIP_PATTERNS),
+        **transformer_counts(transformer),
         t5=count(text_encoder_2),
         t5_block=max(count(b) for b in t5_blocks),
         t5_fp8_skipped=count(text_encoder_2) - castable_params(text_encoder_2, T5_SKIP_PATTERNS),
         clip=count(text_encoder),
         vae=count(vae),
-        hidden=config.num_attention_heads * config.attention_head_dim,
         t5_width=text_encoder_2.config.d_model,
         vae_channels=vae.config.block_out_channels[0],
         vae_scale_factor=vae_scale_factor_of_config(dict(vae.config)),
     )
+
+
+def transformer_counts(transformer) -> dict:
+    """The Footprint fields that belong to the transformer."""
+
+    def count(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    blocks = list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
+    config = transformer.config
+    return {
+        "transformer": count(transformer),
+        "transformer_block": max(count(b) for b in blocks),
+        "transformer_fp8_skipped": count(transformer) - castable_params(transformer, TRANSFORMER_SKIP_PATTERNS),
+        "hidden": config.num_attention_heads * config.attention_head_dim,
+    }
+
+
+def with_transformer_config(fp: Footprint, config: dict) -> Footprint:
+    """``fp`` with its transformer fields counted from ``config`` (a single file's own shape), on the meta device."""
+    import dataclasses
+
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    with torch.device("meta"):
+        transformer = FluxTransformer2DModel.from_config(config)
+    return dataclasses.replace(fp, **transformer_counts(transformer))
 
 
 @lru_cache(maxsize=8)

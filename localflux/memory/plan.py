@@ -218,7 +218,7 @@ def runnable(transformer: str, machine: Machine) -> str:
 
 
 def evaluate(fp: Footprint, work: Workload, machine: Machine, *, headroom: int = int(1.5 * GiB),
-             gguf: tuple[str, int] | None = None, group_blocks: int = 1) -> list[Candidate]:
+             gguf: tuple[str, int] | None = None, group_blocks: int = 1, t5_device: str = "auto") -> list[Candidate]:
     """Every candidate with its estimated peak and whether it fits and runs here."""
     results, seen = [], set()
     for transformer, t5, offload in CANDIDATES:
@@ -229,7 +229,7 @@ def evaluate(fp: Footprint, work: Workload, machine: Machine, *, headroom: int =
         if (transformer, t5, offload) in seen:
             continue
         seen.add((transformer, t5, offload))
-        plan = MemoryPlan(transformer, t5, offload, group_blocks=group_blocks, chosen_by="auto")
+        plan = MemoryPlan(transformer, t5, offload, t5_device, group_blocks, chosen_by="auto")
         gguf_bytes = gguf[1] if gguf else None
         peak, host = peak_bytes(plan, fp, work, gguf_bytes), host_bytes(plan, fp, work, gguf_bytes)
         why = runnable(transformer, machine)
@@ -274,11 +274,12 @@ def _explain(candidate: Candidate, title: str, candidates: list[Candidate], allo
 
 def auto_plan(fp: Footprint, work: Workload, machine: Machine, *, allow_lossy: bool = True,
               headroom_gb: float = 1.5, gguf: tuple[str, int] | None = None, group_blocks: int = 1,
-              cache_t5: bool = False) -> MemoryPlan:
+              cache_t5: bool = False, t5_device: str = "auto") -> MemoryPlan:
     if machine.device == "cpu":  # offloading to where the weights already are gains nothing
-        return MemoryPlan(f"gguf:{gguf[0]}" if gguf else "full", "full", "none", cache_t5=cache_t5,
+        return MemoryPlan(f"gguf:{gguf[0]}" if gguf else "full", "full", "none", t5_device, cache_t5=cache_t5,
                           chosen_by="auto", reason="CPU: the weights live in system memory")
-    candidates = evaluate(fp, work, machine, headroom=int(headroom_gb * GiB), gguf=gguf, group_blocks=group_blocks)
+    candidates = evaluate(fp, work, machine, headroom=int(headroom_gb * GiB), gguf=gguf, group_blocks=group_blocks,
+                          t5_device=t5_device)
     chosen = choose(candidates, allow_lossy=allow_lossy)
     return replace(chosen.plan, cache_t5=cache_t5)
 

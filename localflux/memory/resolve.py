@@ -48,7 +48,18 @@ def footprint_for(source, preset: str):
     root = source.base.path if source.kind == "single_file" and source.base else source.path
     if root is None or not all((Path(root) / part / "config.json").is_file() for part in _PARTS):
         root = packaged_config_root(preset)
-    return footprint_from_configs(str(root))
+    footprint = footprint_from_configs(str(root))
+    if source.kind == "single_file":  # the file brings its own shape (a pruned or distilled transformer, say)
+        import json
+
+        from ..single_file import transformer_config
+        from .footprint import with_transformer_config
+
+        base = json.loads((Path(root) / "transformer" / "config.json").read_text())
+        config = transformer_config(source.path, base, source.base.path if source.base else None)
+        if any(base.get(key) != value for key, value in config.items()):
+            footprint = with_transformer_config(footprint, config)
+    return footprint
 
 
 def resolve_plan(config, source, preset: str, placement) -> MemoryPlan:
@@ -60,22 +71,14 @@ def resolve_plan(config, source, preset: str, placement) -> MemoryPlan:
     if memory.plan == "auto":
         from ..geometry import size_multiple
 
-        plan = auto_plan(footprint_for(source, preset), workload(config, placement, size_multiple(source)),
+        # the user's placement of T5 stands (and is estimated as such); the rest is chosen
+        return auto_plan(footprint_for(source, preset), workload(config, placement, size_multiple(source)),
                          probe_machine(placement.device),
                          allow_lossy=memory.allow_lossy, headroom_gb=memory.headroom_gb, gguf=gguf,
-                         group_blocks=memory.group_blocks, cache_t5=memory.cache_t5)
-        if memory.t5_device == "cpu":
-            plan = _with(plan, t5_device="cpu")  # the user's placement of T5 stands; the rest is chosen
-        return plan
+                         group_blocks=memory.group_blocks, cache_t5=memory.cache_t5, t5_device=memory.t5_device)
     transformer = f"gguf:{gguf[0]}" if gguf else memory.transformer
     return MemoryPlan(transformer, memory.t5, memory.offload, memory.t5_device, memory.group_blocks, memory.cache_t5,
                       chosen_by="manual")
-
-
-def _with(plan: MemoryPlan, **changes) -> MemoryPlan:
-    import dataclasses
-
-    return dataclasses.replace(plan, **changes)
 
 
 def plan_to_config_keys(plan: dict) -> dict:
