@@ -170,6 +170,17 @@ def test_bfl_control_loras_are_refused_with_one_line(tmp_path, run_cli, width_in
     assert code == 2 and "control" in err and not (tmp_path / "c.safetensors").exists()
 
 
+def test_a_bfl_model_checkpoint_is_not_called_a_control_lora(tmp_path):
+    """Full BFL weights without any LoRA pair are a model file, not a control LoRA."""
+    from localflux.errors import LoraError
+
+    path = tmp_path / "flux1-dev.safetensors"
+    save_file({"img_in.weight": torch.ones(W, 64), "double_blocks.0.img_attn.norm.query_norm.scale": torch.ones(16)},
+              str(path))
+    with pytest.raises(LoraError, match="not a LoRA file"):
+        lora_inspect.inspect_lora(path)
+
+
 # ---------------------------------------------------------------- XLabs
 
 

@@ -112,6 +112,8 @@ _BFL_PREFIXES = ("", "diffusion_model.", "model.diffusion_model.", "transformer.
 def control_weights(lora: LoraFile) -> list[str]:
     """Full (non-LoRA) weights on BFL layers, which BFL's FLUX.1 Canny/Depth control LoRAs carry (the q/k norm
     scales, img_in's new weight and bias): a control pipeline's, never a text-to-image model's."""
+    if not any(is_weight_key(k) for k in lora.tensors):
+        return []  # a model checkpoint, not a LoRA: reported as such elsewhere
     hits = []
     for key in lora.tensors:
         bfl = any(key.startswith(p + r) for p in _BFL_PREFIXES for r in _BFL_ROOTS)

@@ -6,7 +6,9 @@ file means (``alpha / rank`` per module, alpha = rank where a file has none):
 
 - ``prepare``: upcast to float32 (a bf16 alpha made diffusers compute the LoRA scale in bf16), rename
   BFL-key files that diffusers does not recognise (ComfyUI ``diffusion_model.…lora_A/B``, fal
-  ``base_model.model.double_blocks…``, bare ``double_blocks…``) to kohya keys, strip PEFT's
+  ``base_model.model.double_blocks…``, bare or ``transformer.`` ``double_blocks…``, ``lora_unet_`` keys with
+  ``lora_A/lora_B`` sides) to kohya keys, the "mixture" layout (OneTrainer's ``lora_transformer_…``) and
+  diffusers names with ``lora_down/lora_up`` sides to diffusers/PEFT keys, strip PEFT's
   ``base_model.model.`` from diffusers-named keys, and fold ``.alpha`` tensors into the weights where
   diffusers ignores them (kohya ``final_layer``) or matches them by name suffix (diffusers/PEFT files:
   ``proj_out``'s alpha also hit ``single_transformer_blocks.N.proj_out``);
