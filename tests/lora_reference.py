@@ -91,14 +91,24 @@ def merged_deltas(path, scale=1.0, variant="dev", strict=True):
 
     pipe = build_tiny_pipeline(variant)
     parts = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder}
-    before = {f"{c}.{n}": m.weight.detach().clone() for c, mod in parts.items()
-              for n, m in mod.named_modules() if isinstance(m, torch.nn.Linear)}
+    before = _linear_params(parts)
     model = SimpleNamespace(pipe=pipe, lora_state=None, speed={})
     model = apply_loras(model, [LoraConfig(path=str(path), scale=scale, strict=strict)], "fused")
-    after = {f"{c}.{n}": m.weight.detach() for c, mod in parts.items()
-             for n, m in mod.named_modules() if isinstance(m, torch.nn.Linear)}
+    after = _linear_params(parts)
     deltas = {k: (after[k] - before[k]).double() for k in before if not torch.equal(after[k], before[k])}
     return model.lora_state.loras[0], deltas
+
+
+def _linear_params(parts: dict) -> dict:
+    """Every Linear weight (``component.module``) and bias (``component.module.bias``), copied."""
+    out = {}
+    for c, mod in parts.items():
+        for n, m in mod.named_modules():
+            if isinstance(m, torch.nn.Linear):
+                out[f"{c}.{n}"] = m.weight.detach().clone()
+                if m.bias is not None:
+                    out[f"{c}.{n}.bias"] = m.bias.detach().clone()
+    return out
 
 
 def assert_deltas(got: dict, expected: dict, rtol=1e-5):

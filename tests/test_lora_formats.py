@@ -42,7 +42,11 @@ def bfl_lora(layout, names=tuple(ref.BFL_SHAPES), rank=lambda i: 4, alpha=lambda
     key = {"kohya": lambda n: ("lora_unet_" + n.replace(".", "_"), "lora_down", "lora_up"),
            "comfy_AB": lambda n: ("diffusion_model." + n, "lora_A", "lora_B"),
            "comfy_down": lambda n: ("diffusion_model." + n, "lora_down", "lora_up"),
-           "fal": lambda n: ("base_model.model." + n, "lora_A", "lora_B")}[layout]
+           "fal": lambda n: ("base_model.model." + n, "lora_A", "lora_B"),
+           "bare": lambda n: (n, "lora_A", "lora_B"),  # BFL's own lora.py, OneTrainer's ORIGINAL output
+           "transformer_bfl": lambda n: ("transformer." + n, "lora_A", "lora_B"),
+           "model_diffusion_model": lambda n: ("model.diffusion_model." + n, "lora_A", "lora_B"),
+           "kohya_AB": lambda n: ("lora_unet_" + n.replace(".", "_"), "lora_A", "lora_B")}[layout]
     tensors, deltas = {}, {}
     for i, name in enumerate(names):
         fan_in, fan_out = ref.BFL_SHAPES[name]

@@ -266,10 +266,11 @@ def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool 
     tensors = layouts.prepare(tensors if tensors is not None else lora.tensors)
     own, _t5, rest = layouts.split_own(tensors)  # T5 tensors stay out: nothing could load them
     state = {}
-    if rest:
-        # alphas diffusers still returns have no weights of their own (prepare() folded the rest): they
-        # count as not applied
-        state = _diffusers_convert(lora, rest)
+    # alphas diffusers still returns have no weights of their own (prepare() folded the rest): they count
+    # as not applied. Keys already in diffusers names go through separately when kohya keys sit beside them
+    # (a mixture file): diffusers' kohya converter keeps only the "transformer." keys of such a dict.
+    for part in _by_naming(rest):
+        state.update(_diffusers_convert(lora, part))
     try:
         state.update(layouts.convert_own(own))
     except LoraError as exc:
@@ -281,6 +282,13 @@ def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool 
     if config:
         state = _fold_metadata_alphas(state, config)
     return state
+
+
+def _by_naming(tensors: dict) -> list[dict]:
+    """``tensors`` as one dict, or two when diffusers-named keys sit beside kohya/BFL ones."""
+    named = {k: v for k, v in tensors.items() if k.partition(".")[0] in _COMPONENTS}
+    others = {k: v for k, v in tensors.items() if k not in named}
+    return [part for part in (named, others) if part] if named and others else [tensors] if tensors else []
 
 
 def _diffusers_convert(lora: LoraFile, tensors: dict):
@@ -314,12 +322,12 @@ def peft_metadata_config(metadata: dict) -> dict | None:
 def _fold_metadata_alphas(state: dict, config: dict) -> dict:
     """Fold the PEFT config's strength (lora_alpha / r, alpha and rank patterns, rsLoRA) into lora_A, as diffusers reads it."""
     from .kohya import peft_alphas
+    from .layouts import fold_strength
 
     alphas = peft_alphas(state, None, config)
     out = dict(state)
     for module, alpha in alphas.items():
-        key = f"{module}.lora_A.weight"
-        out[key] = state[key] * (alpha / state[key].shape[0])
+        fold_strength(out, module, alpha / state[f"{module}.lora_A.weight"].shape[0])
     return out
 
 
@@ -397,7 +405,13 @@ def _landed(pipe, adapter: str, key: str, value) -> str | None:
     layers = getattr(module, side, None)
     if layers is None or adapter not in layers:
         return None
+    if rest.endswith(".bias"):  # PEFT lora_bias: lora_B's bias
+        bias = layers[adapter].bias
+        landed = bias is not None and torch.equal(bias.detach().cpu(), value.detach().to(bias.dtype).cpu())
+        return f"{component_name}.{module_name}" if landed else None
     weight = layers[adapter].weight.detach().cpu()
+    if value.ndim != 2:  # e.g. an alpha diffusers passed through: it landed nowhere
+        return None
     value = value.detach().to(weight.dtype).cpu()
     rank_dim = 0 if side == "lora_A" else 1
     if weight.shape != value.shape:
@@ -431,6 +445,10 @@ def _check_fits(pipe, converted: dict, lora: LoraFile) -> None:
         if not isinstance(base, torch.nn.Linear):
             continue
         size, expected = (value.shape[1], base.in_features) if _is_down(rest) else (value.shape[0], base.out_features)
+        if size != expected and module_of(rest) == "x_embedder" and _is_down(rest) and size > expected:
+            raise LoraError(f"LoRA {str(lora.path)!r} is a control LoRA (FLUX.1 Canny/Depth style): its img_in takes "
+                            f"{size} input channels, the model {expected}; it needs a control pipeline with a control "
+                            "image, which localflux does not run")
         if size != expected:
             raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: {module_of(rest)} has "
                             f"{expected} features but the LoRA has {size}; it was made for another base model")

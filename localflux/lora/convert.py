@@ -38,6 +38,10 @@ def convert_lora(source: str | Path, to: str, out: str | Path) -> Path:
         raise LoraError(f"{str(lora.path)!r} has {len(t5)} T5 text-encoder tensors (e.g. {t5[0]!r}) that localflux "
                         "cannot convert; they would be lost")
     dtype = next((v.dtype for k, v in lora.tensors.items() if is_weight_key(k) and v.is_floating_point()), None)
+    if dtype is not None and dtype.itemsize < 2:  # fp8 cannot hold the folded alphas: bf16 holds every fp8 value
+        import torch
+
+        dtype = torch.bfloat16
     state_dict = {k: v.to(dtype or v.dtype).contiguous() for k, v in convert(lora).items()}
     carried = {k: v for k, v in lora.metadata.items() if k in _CARRIED}
     carried["localflux_converted_from"] = lora.path.name

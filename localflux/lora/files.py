@@ -30,6 +30,7 @@ _UNSUPPORTED = (
     (re.compile(r"\.oft_|oft_blocks|\.boft_"), "OFT (LyCORIS)"),
     (re.compile(r"\.lora_mid\."), "LoCon/Tucker (LyCORIS)"),
     (re.compile(r"\.a1\.weight|\.b1\.weight"), "GLoRA (LyCORIS)"),
+    (re.compile(r"\.on_input$|(^|\.)ia3_l$"), "IA3 (LyCORIS/PEFT)"),
     (re.compile(r"\.diff(_b)?$|\.set_weight$"), "full-rank difference (.diff)"),
 )
 
@@ -103,14 +104,36 @@ def _read_pickle(path: Path) -> dict:
     return data
 
 
+_BFL_ROOTS = ("double_blocks.", "single_blocks.", "img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.",
+              "final_layer.")
+_BFL_PREFIXES = ("", "diffusion_model.", "model.diffusion_model.", "transformer.", "base_model.model.")
+
+
+def control_weights(lora: LoraFile) -> list[str]:
+    """Full (non-LoRA) weights on BFL layers, which BFL's FLUX.1 Canny/Depth control LoRAs carry (the q/k norm
+    scales, img_in's new weight and bias): a control pipeline's, never a text-to-image model's."""
+    if not any(is_weight_key(k) for k in lora.tensors):
+        return []  # a model checkpoint, not a LoRA: reported as such elsewhere
+    hits = []
+    for key in lora.tensors:
+        bfl = any(key.startswith(p + r) for p in _BFL_PREFIXES for r in _BFL_ROOTS)
+        if bfl and not is_weight_key(key) and not is_alpha_key(key) and key.endswith((".scale", ".weight", ".bias")):
+            hits.append(key)
+    return hits
+
+
 def refuse_unsupported(lora: LoraFile) -> None:
-    """Raise for adapter kinds that are not plain LoRA (DoRA, LoKr, LoHa, OFT, ...)."""
+    """Raise for adapter kinds that are not plain LoRA (DoRA, LoKr, LoHa, OFT, IA3, control LoRAs ...)."""
     for pattern, kind in _UNSUPPORTED:
         hit = next((key for key in lora.tensors if pattern.search(key) and _changes_something(lora.tensors[key], kind)),
                    None)
         if hit is not None:
             raise LoraError(f"{str(lora.path)!r} is a {kind} file (key {hit!r}); localflux applies plain LoRAs only, "
                             f"because diffusers would load it partly and render a wrong image")
+    control = control_weights(lora)
+    if control:
+        raise LoraError(f"{str(lora.path)!r} is a BFL control LoRA (FLUX.1 Canny/Depth style, full weights such as "
+                        f"{control[0]!r}); it needs a control pipeline with a control image, which localflux does not run")
     config = peft_metadata(lora.metadata)
     if config.get("use_dora"):
         raise LoraError(f"{str(lora.path)!r} is a DoRA file (use_dora in its metadata); localflux applies plain LoRAs only")
@@ -160,14 +183,17 @@ def detect_format(lora: LoraFile) -> str:
     """A name for the file's layout (which trainer or tool writes it); ``layouts``/diffusers convert it."""
     keys = list(lora.tensors)
     has = lambda *parts: any(k.startswith(parts) for k in keys)  # noqa: E731
-    bfl = ("double_blocks.", "single_blocks.", "img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.",
-           "final_layer.")
+    bfl = _BFL_ROOTS
     if any("processor" in k for k in keys):
         return "xlabs"
+    if control_weights(lora) or any("query_norm.scale" in k for k in keys):
+        return "BFL control LoRA (full weights)"
     if has("lora_transformer_"):
-        return "kohya (diffusers module names)"
+        return "OneTrainer / mixture (lora_transformer_ + diffusers module names)"
     if has("lora_unet_"):
-        return "kohya (BFL keys)"
+        return "kohya (BFL keys" + (", lora_A/lora_B)" if any(".lora_A." in k for k in keys) else ")")
+    if has(*("transformer." + b for b in bfl)):
+        return "BFL keys under transformer."
     if has(*(p + b for p in ("diffusion_model.", "model.diffusion_model.") for b in bfl)) or has("text_encoders."):
         side = "lora_down/lora_up" if any(".lora_down." in k for k in keys) else "lora_A/lora_B"
         return f"comfyui (BFL keys, {side})"

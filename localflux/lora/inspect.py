@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import LoraError
 from .files import (detect_format, is_alpha_key, is_text_encoder_key, is_weight_key, module_of, peft_metadata,
                     read_lora)
-from .layouts import is_t5_key
+from .layouts import is_t5_key, readable_name
 
 # metadata keys that carry trigger words, by the trainers that write them
 _TRIGGER_KEYS = ("localflux.trigger", "trigger_word", "trigger_words", "trigger_phrase", "modelspec.trigger_phrase",
@@ -46,9 +46,12 @@ def inspect_lora(path: str | Path) -> dict:
         alpha_text = f"{peft['lora_alpha']} (PEFT metadata)"
     elif alphas:
         alpha_text = ", ".join(f"{a:g} x{n}" for a, n in Counter(alphas.values()).most_common())
+    elif lora.metadata.get("ss_network_alpha"):  # kohya, ComfyUI and diffusers read only per-module alphas
+        alpha_text = (f"none (strength 1: alpha = rank; metadata ss_network_alpha {lora.metadata['ss_network_alpha']} "
+                      "ignored, as kohya, ComfyUI and diffusers do)")
     else:
         alpha_text = "none (strength 1: alpha = rank)"
-    modules = sorted({module_of(k) for k in weights})
+    modules = sorted({module_of(readable_name(k)) for k in weights})
     components = {"transformer": 0, "clip": 0, "t5": 0}  # LoRA modules per model part
     for module in modules:
         components["t5" if is_t5_key(module) else "clip" if is_text_encoder_key(module) else "transformer"] += 1

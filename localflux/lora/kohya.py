@@ -133,6 +133,9 @@ def _pairs(state_dict: Mapping):
             alphas[_module_name(key.removesuffix(".alpha"))] = float(value)
             continue
         match = _KEY.match(key)
+        if key.endswith(".lora_B.bias"):
+            raise LoraError(f"cannot export {key!r} as kohya: kohya files have no LoRA bias (PEFT lora_bias); "
+                            "keep it in diffusers keys (--to diffusers)")
         if match is None:
             raise LoraError(f"cannot export {key!r} as kohya: only lora_A/lora_B weights (and .alpha) are supported")
         module = _module_name(match["module"])
