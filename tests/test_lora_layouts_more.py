@@ -313,3 +313,22 @@ def test_inspect_reports_the_onetrainer_layout(tmp_path):
     assert info["rank"] == f"4 x11, 8 x{n - 10}" and info["alpha"] == f"8 x{n}"
     assert info["components"] == {"transformer": n, "clip": 1, "t5": 0}
     assert "transformer_blocks.*.ff.net.0.proj" in " ".join(info["targets"])
+
+
+def test_a_layer_under_both_namings_uses_the_diffusers_named_copy(tmp_path, caplog):
+    # civitai has files holding one LoRA twice (PEFT "transformer." keys and kohya keys); diffusers keeps the
+    # PEFT half. localflux must not let the kohya copy silently replace it (or add to it).
+    import lora_files as lf
+    from localflux.lora.apply import convert
+    from localflux.lora.files import read_lora
+
+    named = lf.diffusers_tensors(seed=0, modules={"attn.to_out.0": (lf.WIDTH, lf.WIDTH)})
+    kohya = {k: v for k, v in lf.kohya_tensors(seed=9).items() if "img_attn_proj" in k}
+    path = tmp_path / "both.safetensors"
+    save_file({**named, **kohya}, str(path))
+    with caplog.at_level("WARNING", logger="localflux"):
+        state = convert(read_lora(path))
+    key = "transformer.transformer_blocks.0.attn.to_out.0"
+    assert torch.equal(state[f"{key}.lora_A.weight"].float(), named[f"{key}.lora_A.weight"].float())
+    assert torch.equal(state[f"{key}.lora_B.weight"].float(), named[f"{key}.lora_B.weight"].float())
+    assert "twice" in caplog.text

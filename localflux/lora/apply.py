@@ -270,7 +270,12 @@ def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool 
     # as not applied. Keys already in diffusers names go through separately when kohya keys sit beside them
     # (a mixture file): diffusers' kohya converter keeps only the "transformer." keys of such a dict.
     for part in _by_naming(rest):
-        state.update(_diffusers_convert(lora, part))
+        converted = _diffusers_convert(lora, part)
+        twice = converted.keys() & state.keys()
+        if twice:  # the same layer under both namings: keep the diffusers-named copy, as diffusers does
+            log.warning("LoRA %s holds %d tensors twice (diffusers and kohya names); the diffusers-named ones are used",
+                        lora.path, len(twice))
+        state.update({k: v for k, v in converted.items() if k not in twice})
     try:
         state.update(layouts.convert_own(own))
     except LoraError as exc:
