@@ -123,6 +123,8 @@ class UpscaleConfig:
     scale: float = field(default=2.0, metadata=_range(1.0, 8.0, lo_open=True))
     tile: int | None = field(default=None, metadata=_range(16, 4096))
     keep_original: bool = False  # also save the image before upscaling
+    # an alpha channel: through the network as grey (Real-ESRGAN's default) or Lanczos-resized
+    alpha: Literal["model", "resize"] = "model"
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ def upscale_stage(image, upscale, device: str, *, progress: bool = True):
     from .upscale import upscale_pil
 
     return upscale_pil(image, model=upscale.model, scale=upscale.scale, tile=upscale.tile, device=device,
-                       progress=progress)
+                       alpha=upscale.alpha, progress=progress)
 
 
 def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigmas: list[float], warnings: list[str],

@@ -73,7 +73,7 @@ _UPSCALE_STEP_KEYS = ("path", "sha256", "scale", "tile", "overlap", "device", "d
 
 def check_upscale_steps(steps) -> None:
     """Each recorded upscale step is checked before the render, not found broken after it (recipe data is data)."""
-    from .upscale.stage import MAX_SCALE, MIN_SCALE
+    from .upscale.stage import ALPHA_MODES, MAX_SCALE, MIN_SCALE, RECORDLESS_ALPHA
 
     def number(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -97,6 +97,8 @@ def check_upscale_steps(steps) -> None:
                 raise ConfigError(f"upscale_steps[{n}].{key} must be an integer of at least {low}, got {value!r}")
         if step["dtype"] is not None and not isinstance(step["dtype"], str):
             raise ConfigError(f"upscale_steps[{n}].dtype must be a string, got {step['dtype']!r}")
+        if step.get("alpha", RECORDLESS_ALPHA) not in ALPHA_MODES:
+            raise ConfigError(f"upscale_steps[{n}].alpha must be \"model\" or \"resize\", got {step['alpha']!r}")
 
 
 def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
@@ -136,15 +138,17 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
 
 
 def apply_upscale_steps(image, steps: list[dict], *, device: str | None, progress: bool):
-    """Redo each recorded upscale (chained or standalone) with its recorded model, tile and overlap."""
+    """Redo each recorded upscale (chained or standalone) with its recorded model, tile, overlap and alpha mode."""
     if not steps:
         return image
     from .upscale import upscale_pil
+    from .upscale.stage import RECORDLESS_ALPHA
 
     for step in steps:
+        # steps recorded before the alpha option existed had their alpha Lanczos-resized
         image, _ = upscale_pil(image, model=step["path"], scale=step["scale"], tile=step["tile"],
                                overlap=step["overlap"], device=device or step["device"], dtype=step["dtype"],
-                               progress=progress)
+                               alpha=step.get("alpha", RECORDLESS_ALPHA), progress=progress)
     return image
 
 

@@ -61,12 +61,13 @@ def test_scale_out_of_range(scale):
         upscale_pil(photo(), model=MODEL, scale=scale, device="cpu")
 
 
-def test_rgba_alpha_is_resized_separately():
+def test_rgba_alpha_resize_mode_is_lanczos_to_the_final_size():
     rgb = photo()
     alpha = Image.linear_gradient("L").resize(rgb.size)
     rgba = rgb.copy()
     rgba.putalpha(alpha)
-    out_rgba, _ = upscale_pil(rgba, model=MODEL, scale=3, device="cpu", progress=False)
+    out_rgba, record = upscale_pil(rgba, model=MODEL, scale=3, device="cpu", alpha="resize", progress=False)
+    assert record["alpha"] == "resize"
     out_rgb, _ = upscale_pil(rgb, model=MODEL, scale=3, device="cpu", progress=False)
     assert out_rgba.mode == "RGBA"
     # colour does not depend on alpha; alpha is a Lanczos resize of the input alpha

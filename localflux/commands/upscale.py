@@ -28,6 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=2.0, help="output scale, 1 < S <= 8 (default 2)")
     parser.add_argument("--tile", type=int, default=None, help="core tile size in input pixels (default: from free memory)")
     parser.add_argument("--overlap", type=int, default=None, help="blended overlap per tile side in input pixels (default 32)")
+    parser.add_argument("--alpha", default="model", choices=["model", "resize"],
+                        help="an alpha channel goes through the network as grey (model, Real-ESRGAN's default) or is "
+                             "Lanczos-resized (resize); default model")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the model runs (default auto)")
     parser.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"], help="precision (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
@@ -95,7 +98,7 @@ def run(args) -> int:
     folder = ensure_output_dir(args.out)
     reserved: set[Path] = set()
     for path in inputs:
-        data, record = upscale_file(path, upscaler, scale, tile=args.tile, overlap=args.overlap,
+        data, record = upscale_file(path, upscaler, scale, tile=args.tile, overlap=args.overlap, alpha=args.alpha,
                                     progress=not args.no_progress)
         target = unique_path(folder, f"{path.stem}-{_scale_label(scale)}", ".png", reserved)
         atomic_write_bytes(target, data)

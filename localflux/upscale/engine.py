@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ from torch.nn import functional as F
 
 from ..device import available_ram
 from ..errors import DeviceError, UpscaleError
-from .tiling import Span, axis_weights, plan_tiles
+from .tiling import Span, axis_weights, plan_axis
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,29 @@ class Engine:
         return y.to(device="cpu", dtype=torch.float32)
 
     def upscale(self, rgb: np.ndarray, *, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, progress: bool = True) -> tuple[np.ndarray, RunInfo]:
-        """Upscale ``rgb`` (HxWx3 float32 in [0, 1]) by the model's native scale.
+        """Upscale ``rgb`` (HxWx3 float32 in [0, 1]) by the model's native scale, into one float buffer.
 
-        Returns the raw float output (not clamped) and the tile/overlap/device actually used.  On a
-        CUDA out-of-memory error the whole image is redone with half the tile size (said on stderr).
+        Returns the raw float output (not clamped) and the tile/overlap/device actually used.  Costs
+        12 bytes per native pixel: the stage streams with :meth:`stream` instead; this is for tests
+        and small images.
+        """
+        height, width = rgb.shape[:2]
+        full = torch.empty((3, height * self.scale, width * self.scale), dtype=torch.float32)
+
+        def keep(y0: int, band: torch.Tensor) -> None:
+            full[:, y0 : y0 + band.shape[1]] = band
+
+        info = self.stream(rgb, keep, tile=tile, overlap=overlap, progress=progress)
+        return full.permute(1, 2, 0).numpy(), info
+
+    def stream(self, rgb: np.ndarray, sink: Callable[[int, torch.Tensor], None], *, tile: int | None = None,
+               overlap: int = DEFAULT_OVERLAP, progress: bool = True) -> RunInfo:
+        """Upscale ``rgb`` by the native scale, handing finished horizontal bands to ``sink``.
+
+        ``sink(y0, band)`` gets output rows ``y0 .. y0 + band.shape[1]`` as a float32 ``3 x n x W``
+        tensor (raw, not clamped), top to bottom, each row exactly once per attempt; the band is only
+        valid during the call (its memory is reused), so the sink copies what it keeps.  On a CUDA out-of-memory error the whole image is redone with half the tile
+        size (said on stderr), so the sink must accept rows it has seen before.
         """
         if overlap < 0:
             raise UpscaleError(f"overlap must be 0 or more pixels, not {overlap}")
@@ -146,8 +166,8 @@ class Engine:
         while True:
             try:
                 with torch.inference_mode():
-                    out, count = self._run_tiles(rgb, tile, overlap, progress)
-                return out, RunInfo(tile, overlap, count, self.device.type, str(self.dtype).replace("torch.", ""))
+                    count = self._run_bands(rgb, tile, overlap, progress, sink)
+                return RunInfo(tile, overlap, count, self.device.type, str(self.dtype).replace("torch.", ""))
             except torch.OutOfMemoryError:
                 if tile <= MIN_TILE:
                     raise UpscaleError(f"out of GPU memory even with {tile} px tiles; close other GPU programs or use --device cpu") from None
@@ -156,52 +176,64 @@ class Engine:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
 
-    def _run_tiles(self, rgb: np.ndarray, tile: int, overlap: int, progress: bool) -> tuple[np.ndarray, int]:
+    def _run_bands(self, rgb: np.ndarray, tile: int, overlap: int, progress: bool, sink) -> int:
         height, width = rgb.shape[:2]
         s = self.scale
         # Reflect-pad once; tiles then slice their context from it, so reflection happens only at the border.
-        padded = np.pad(rgb, ((BORDER, BORDER), (BORDER, BORDER), (0, 0)), mode="reflect")
-        source = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
-        tiles = plan_tiles(height, width, tile, overlap)
-        if len(tiles) == 1:
-            out = self._forward(source)[0, :, BORDER * s : -BORDER * s, BORDER * s : -BORDER * s]
-            return out.permute(1, 2, 0).numpy(), 1
-        acc = torch.zeros((3, height * s, width * s), dtype=torch.float32)
+        padded = np.pad(rgb, ((BORDER, BORDER), (BORDER, BORDER), (0, 0)), mode="reflect").transpose(2, 0, 1)
+        source = torch.from_numpy(np.ascontiguousarray(padded))[None]
+        del padded  # only the channels-first copy is kept
+        rows, cols = plan_axis(height, tile, overlap), plan_axis(width, tile, overlap)
+        if len(rows) * len(cols) == 1:
+            sink(0, self._forward(source)[0, :, BORDER * s : -BORDER * s, BORDER * s : -BORDER * s])
+            return 1
         # The tiles form a grid and each one's weights are wy x wx, so their sum is (sum of wy) x (sum
-        # of wx): two vectors instead of a full-size plane (a 12 MP photo at x4 would need 0.8 GB more).
-        row_sum = torch.zeros(height * s, dtype=torch.float32)
-        col_sum = torch.zeros(width * s, dtype=torch.float32)
-        rows_seen, cols_seen = set(), set()
-        bar = _progress_bar(len(tiles), progress)
+        # of wx): two vectors instead of a full-size plane.
+        row_sum, col_sum = _weight_sums(rows, height, overlap, s), _weight_sums(cols, width, overlap, s)
+        col_weights = [torch.from_numpy(axis_weights(x, width, overlap, s)) for x in cols]
         # Every tile computes a window of the same size (shifted inward at the image border, where it
         # just takes more real context): on CPU, oneDNN compiles kernels per input shape, and a
         # new shape costs seconds for x4plus, so one shape per image keeps tiling cheap.
         win_y, win_x = min(height, tile + 2 * overlap), min(width, tile + 2 * overlap)
+        # While tile row i runs, ``acc`` holds its extended span of output rows, [ext0, ext1) x scale;
+        # the top rows already hold what the rows above added.  Once the row is done, every row above
+        # the next tile row's span is final: it goes to the sink, and the rest moves to the top.  One
+        # buffer for the whole image: allocating one per band fragments the heap (RSS grows).
+        buffer = torch.zeros((3, max(t.ext1 - t.ext0 for t in rows) * s, width * s), dtype=torch.float32)
+        bar = _progress_bar(len(rows) * len(cols), progress)
         try:
-            for t in tiles:
-                y0 = max(0, min(t.y.ext0, height - win_y))
-                x0 = max(0, min(t.x.ext0, width - win_x))
-                piece = source[:, :, y0 : y0 + win_y + 2 * BORDER, x0 : x0 + win_x + 2 * BORDER]
-                out = self._forward(piece)
-                top, left = (t.y.ext0 - y0 + BORDER) * s, (t.x.ext0 - x0 + BORDER) * s
-                out = out[0, :, top : top + (t.y.ext1 - t.y.ext0) * s, left : left + (t.x.ext1 - t.x.ext0) * s]
-                wy = torch.from_numpy(axis_weights(t.y, height, overlap, s))
-                wx = torch.from_numpy(axis_weights(t.x, width, overlap, s))
-                w2 = wy[:, None] * wx[None, :]
-                ys, xs = _out_slice(t.y, s), _out_slice(t.x, s)
-                acc[:, ys, xs] += out * w2
-                if t.y not in rows_seen:
-                    rows_seen.add(t.y)
-                    row_sum[ys] += wy
-                if t.x not in cols_seen:
-                    cols_seen.add(t.x)
-                    col_sum[xs] += wx
-                bar.update(1)
+            for i, ty in enumerate(rows):
+                acc0, size = ty.ext0 * s, (ty.ext1 - ty.ext0) * s
+                acc = buffer[:, :size]
+                wy = torch.from_numpy(axis_weights(ty, height, overlap, s))
+                y0 = max(0, min(ty.ext0, height - win_y))
+                for tx, wx in zip(cols, col_weights):
+                    x0 = max(0, min(tx.ext0, width - win_x))
+                    piece = source[:, :, y0 : y0 + win_y + 2 * BORDER, x0 : x0 + win_x + 2 * BORDER]
+                    out = self._forward(piece)
+                    top, left = (ty.ext0 - y0 + BORDER) * s, (tx.ext0 - x0 + BORDER) * s
+                    out = out[0, :, top : top + size, left : left + (tx.ext1 - tx.ext0) * s]
+                    acc[:, :, _out_slice(tx, s)] += out * (wy[:, None] * wx[None, :])
+                    bar.update(1)
+                done = rows[i + 1].ext0 * s - acc0 if i + 1 < len(rows) else size
+                if done > 0:
+                    band = acc[:, :done]
+                    band /= row_sum[acc0 : acc0 + done][None, :, None]  # in place, as a whole-image division did
+                    band /= col_sum[None, None, :]
+                    sink(acc0, band)
+                    buffer[:, : size - done] = acc[:, done:size].clone()  # clone: the two ranges may overlap
+                    buffer[:, size - done :] = 0
         finally:
             bar.close()
-        acc /= row_sum[None, :, None]  # in place: no second full-size copy
-        acc /= col_sum[None, None, :]
-        return acc.permute(1, 2, 0).numpy(), len(tiles)
+        return len(rows) * len(cols)
+
+
+def _weight_sums(spans: list[Span], length: int, overlap: int, scale: int) -> torch.Tensor:
+    """Summed feather weights along one axis (the normaliser of the blend)."""
+    total = torch.zeros(length * scale, dtype=torch.float32)
+    for span in spans:
+        total[_out_slice(span, scale)] += torch.from_numpy(axis_weights(span, length, overlap, scale))
+    return total
 
 
 def _out_slice(span: Span, scale: int) -> slice:
@@ -218,4 +250,7 @@ def _progress_bar(total: int, enabled: bool):
 def to_integer(values: np.ndarray, max_value: int) -> np.ndarray:
     """ncnn-vulkan's float -> integer rule: ``trunc(clamp(x * max + 0.5))``."""
     dtype = np.uint8 if max_value == 255 else np.uint16
-    return np.clip(values * max_value + 0.5, 0, max_value).astype(dtype)
+    scaled = values * max_value  # one float temporary, then in place: the same float32 operations
+    scaled += 0.5
+    np.clip(scaled, 0, max_value, out=scaled)
+    return scaled.astype(dtype)

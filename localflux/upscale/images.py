@@ -3,7 +3,8 @@
 The network only sees RGB floats in [0, 1].  Everything else is handled here:
 
 * grey (L, I;16) is fed as three equal channels and turned back into grey with ITU-R 601 luma;
-* alpha never goes through the network: it is resized with Lanczos straight to the final size;
+* alpha is upscaled by the stage (:mod:`.stage`): through the network as grey, or resized with
+  Lanczos straight to the final size (``alpha = "resize"``);
 * 16-bit input (I;16, and 48/64-bit RGB/RGBA or 32-bit LA PNGs, read by :mod:`.pngio`) gives
   16-bit output; 8-bit gives 8-bit.  Palette images become RGB(A), 1-bit becomes L;
 * text chunks (the ``localflux`` JSON recipe, A1111's ``parameters``, any others) are kept;
@@ -157,23 +158,6 @@ def resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def target_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
     """round(w*s) x round(h*s) (Python rounding, at least 1 px)."""
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-
-
-def assemble(color: np.ndarray, alpha: np.ndarray | None, gray: bool, bits: int) -> np.ndarray:
-    """Integer HxWxC samples from float colour (+ alpha), using ncnn's ``trunc(x*max + 0.5)``.
-
-    Plane by plane into the integer result, so a large output needs no full-size float temporaries.
-    """
-    from .engine import to_integer
-
-    max_value = 65535 if bits == 16 else 255
-    planes = [lambda: color @ LUMA] if gray else [lambda c=c: color[:, :, c] for c in range(3)]
-    if alpha is not None:
-        planes.append(lambda: alpha)
-    out = np.empty(color.shape[:2] + (len(planes),), dtype=np.uint8 if bits == 8 else np.uint16)
-    for index, plane in enumerate(planes):
-        out[:, :, index] = to_integer(plane(), max_value)
-    return out
 
 
 def samples_to_pil(samples: np.ndarray, bits: int) -> Image.Image:

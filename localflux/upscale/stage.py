@@ -17,11 +17,16 @@ import numpy as np
 
 from ..errors import UpscaleError
 from . import registry
-from .images import Picture, add_upscale_step, assemble, encode_png, picture_from_pil, read_picture, resize, samples_to_pil, target_size
+from .images import Picture, add_upscale_step, encode_png, picture_from_pil, read_picture, resize, samples_to_pil, target_size
 
 MIN_SCALE, MAX_SCALE = 1.0, 8.0
 DEFAULT_MODEL = "realesrgan-x4plus"
 NATIVE_2X_MODEL = "realesrgan-x2plus"
+# How an alpha channel is upscaled: "model" runs it through the network as a grey picture (what
+# Real-ESRGAN's inference_realesrgan.py does by default), "resize" Lanczos-resamples it.
+ALPHA_MODES = ("model", "resize")
+DEFAULT_ALPHA = "model"
+RECORDLESS_ALPHA = "resize"  # what recipes written before the option existed did
 
 
 def check_scale(scale: float) -> float:
@@ -29,6 +34,12 @@ def check_scale(scale: float) -> float:
     if not (MIN_SCALE < scale <= MAX_SCALE) or scale != scale:
         raise UpscaleError(f"scale {scale:g} is out of range; use a value with 1 < scale <= 8")
     return scale
+
+
+def check_alpha(alpha: str) -> str:
+    if alpha not in ALPHA_MODES:
+        raise UpscaleError(f"alpha must be \"model\" or \"resize\", not {alpha!r}")
+    return alpha
 
 
 def choose_model(model: str | os.PathLike | None, scale: float) -> str | os.PathLike:
@@ -64,17 +75,24 @@ class Upscaler:
     def native_scale(self) -> int:
         return self.loaded.spec.scale
 
-    def run(self, picture: Picture, scale: float, *, tile: int | None = None, overlap: int | None = None, progress: bool = True) -> tuple[np.ndarray, dict]:
-        """Integer samples of the upscaled picture and the recipe record describing the step."""
+    def run(self, picture: Picture, scale: float, *, tile: int | None = None, overlap: int | None = None,
+            alpha: str = DEFAULT_ALPHA, progress: bool = True) -> tuple[np.ndarray, dict]:
+        """Integer samples of the upscaled picture and the recipe record describing the step.
+
+        The network's output is streamed in bands straight into the integer result (see
+        :mod:`.bands`): memory is the result itself plus one float band, not a full float image.
+        """
         from .engine import BORDER, DEFAULT_OVERLAP
 
         scale = check_scale(scale)
+        alpha = check_alpha(alpha)
         overlap = DEFAULT_OVERLAP if overlap is None else overlap
         size = target_size(picture.size, scale)
-        color, info = self.engine.upscale(picture.color, tile=tile, overlap=overlap, progress=progress)
-        color = resize(color, size)
-        alpha = resize(picture.alpha, size) if picture.alpha is not None else None
-        samples = assemble(color, alpha, picture.gray, picture.bits)
+        channels = (1 if picture.gray else 3) + (picture.alpha is not None)
+        out = np.empty((size[1], size[0], channels), dtype=np.uint16 if picture.bits == 16 else np.uint8)
+        info = self._network_into(out, 0, picture.color, picture.gray, picture.max_value, tile, overlap, progress)
+        if picture.alpha is not None:
+            self._alpha_into(out, picture.alpha, alpha, picture.max_value, info.tile, overlap, progress)
         spec = self.loaded.spec
         record = {
             "model": self.loaded.name,
@@ -90,10 +108,42 @@ class Upscaler:
             "tiles": info.tiles,
             "border": BORDER,
             "resample": "lanczos",
+            "alpha": alpha,
             "dtype": info.dtype,
             "device": info.device,
         }
-        return samples, record
+        return out, record
+
+    def _network_into(self, out: np.ndarray, first: int, color: np.ndarray, gray: bool, max_value: int,
+                      tile: int | None, overlap: int, progress: bool):
+        """Run the network on ``color`` and write the result, at ``out``'s size, from channel ``first`` on."""
+        from .bands import NativeWriter, ResizeWriter
+
+        native_height, native_width = color.shape[0] * self.native_scale, color.shape[1] * self.native_scale
+        if out.shape[:2] == (native_height, native_width):
+            writer = NativeWriter(out, first, gray, max_value)
+        else:
+            writer = ResizeWriter(out, first, gray, max_value, native_height)
+        info = self.engine.stream(color, writer, tile=tile, overlap=overlap, progress=progress)
+        writer.finish()
+        return info
+
+    def _alpha_into(self, out: np.ndarray, alpha: np.ndarray, mode: str, max_value: int, tile: int, overlap: int,
+                    progress: bool) -> None:
+        """The last channel of ``out`` from the alpha plane, as ``mode`` says (see docs/upscale.md)."""
+        from .engine import to_integer
+
+        size = (out.shape[1], out.shape[0])
+        if mode == "resize":
+            out[:, :, -1] = to_integer(resize(alpha, size), max_value)
+        elif alpha.min() == alpha.max():
+            # A constant plane (fully opaque, most often) has no shape to enhance: the network would only
+            # add its bias (x4plus-anime turns 255 into 254), so it is copied, which is also one pass less.
+            out[:, :, -1] = to_integer(alpha[:1, :1], max_value)
+        else:
+            # As a grey picture, with the colour's tile size: the same path as L images take.
+            grey = np.repeat(alpha[:, :, None], 3, axis=2)
+            self._network_into(out, out.shape[2] - 1, grey, True, max_value, tile, overlap, progress)
 
 
 _cache: dict[tuple, Upscaler] = {}
@@ -118,6 +168,7 @@ def upscale_pil(
     overlap: int | None = None,
     device: str = "auto",
     dtype: str | None = None,
+    alpha: str = DEFAULT_ALPHA,
     progress: bool = True,
 ):
     """Upscale a PIL image by ``scale`` (1 < scale <= 8) and return ``(image, record)``.
@@ -126,7 +177,8 @@ def upscale_pil(
     a ``.safetensors``/``.pth``; None picks x2plus for scale <= 2 when installed, else x4plus.
     ``tile`` is the core tile size in input px (None: from free memory), ``overlap`` the blended
     border per side (None: 32).  ``device``: auto/cpu/cuda/mps; ``dtype``: None (fp16 on GPU, fp32
-    on CPU), "fp16", "bf16" or "fp32".
+    on CPU), "fp16", "bf16" or "fp32".  ``alpha``: "model" runs an alpha channel through the network
+    as grey (Real-ESRGAN's default), "resize" Lanczos-resamples it (see docs/upscale.md).
 
     The result is upright (EXIF orientation applied), keeps the input's mode (RGB, RGBA, L, LA;
     16-bit grey as ``I;16``; palette becomes RGB/RGBA; CMYK becomes RGB) and its ICC profile in
@@ -135,18 +187,20 @@ def upscale_pil(
     ``upscale_steps`` list.  Raises :class:`~localflux.errors.UpscaleError` for user-fixable problems.
     """
     scale = check_scale(scale)
+    alpha = check_alpha(alpha)
     upscaler = get_upscaler(choose_model(model, scale), device=device, dtype=dtype)
     picture = picture_from_pil(image, text={})
-    samples, record = upscaler.run(picture, scale, tile=tile, overlap=overlap, progress=progress)
+    samples, record = upscaler.run(picture, scale, tile=tile, overlap=overlap, alpha=alpha, progress=progress)
     result = samples_to_pil(samples, picture.bits)
     if picture.icc:
         result.info["icc_profile"] = picture.icc  # Pillow writes it when the image is saved
     return result, record
 
 
-def upscale_file(path: Path, upscaler: Upscaler, scale: float, *, tile: int | None = None, overlap: int | None = None, progress: bool = True) -> tuple[bytes, dict]:
+def upscale_file(path: Path, upscaler: Upscaler, scale: float, *, tile: int | None = None, overlap: int | None = None,
+                 alpha: str = DEFAULT_ALPHA, progress: bool = True) -> tuple[bytes, dict]:
     """PNG bytes of the upscaled ``path`` (text chunks kept, recipe step added) and the record."""
     picture = read_picture(path)
-    samples, record = upscaler.run(picture, scale, tile=tile, overlap=overlap, progress=progress)
+    samples, record = upscaler.run(picture, scale, tile=tile, overlap=overlap, alpha=alpha, progress=progress)
     text = add_upscale_step(picture.text, record)
     return encode_png(samples, picture.bits, text, picture.icc), record
