@@ -1,7 +1,7 @@
 """``localflux bench --mode upscale``: the Real-ESRGAN stage against its bare network, in one run.
 
-The timed path is the upscale stage's own engine (reflect border, tiles with overlap blending,
-float to 8-bit), fed a photograph; the baseline is one call of the bare network on the same
+The timed path is the upscale stage itself (``Upscaler.run``: reflect border, tiles with overlap
+blending, finished bands streamed into 8-bit samples), fed a photograph; the baseline is one call of the bare network on the same
 unpadded tensor, which is the floor any tiling scheme is measured against. The record has the
 same top-level keys as the FLUX modes (docs/speed.md), so both live in one results file.
 """
@@ -46,10 +46,11 @@ def run_upscale_bench(*, upscaler: str, size: int, tiny: bool, warmup: int, repe
     import numpy as np
     import torch
 
+    from PIL import Image
+
     from ..errors import LocalFluxError
-    from ..upscale import registry
-    from ..upscale.engine import Engine, to_integer
-    from ..upscale.loading import load_upscaler
+    from ..upscale.images import picture_from_pil
+    from ..upscale.stage import Upscaler
 
     if not tiny and not torch.cuda.is_available():
         raise LocalFluxError("the full-size upscale benchmark needs a CUDA GPU; use --tiny to run its code paths on the CPU")
@@ -57,10 +58,11 @@ def run_upscale_bench(*, upscaler: str, size: int, tiny: bool, warmup: int, repe
     dtype = torch.float32 if tiny else torch.float16
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    loaded = load_upscaler(registry.resolve(upscaler))
-    engine = Engine(loaded.model, loaded.spec.scale, device, dtype, pad_multiple=loaded.pad_multiple)
+    stage = Upscaler.load(upscaler, device=device.type, dtype="fp32" if tiny else "fp16")
+    loaded, engine = stage.loaded, stage.engine
     image, described = photo(size)
-    x = torch.from_numpy(image.transpose(2, 0, 1).copy())[None].to(device=device, dtype=dtype)
+    picture = picture_from_pil(Image.fromarray((image * 255).round().astype(np.uint8)), text={})
+    x = torch.from_numpy(picture.color.transpose(2, 0, 1).copy())[None].to(device=device, dtype=dtype)
     x = x.contiguous(memory_format=engine.memory_format)
     info = {}
 
@@ -69,13 +71,14 @@ def run_upscale_bench(*, upscaler: str, size: int, tiny: bool, warmup: int, repe
             y = engine.model(x)
         return (y[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
-    def stage():
-        out, info["run"] = engine.upscale(image, progress=False)
-        return to_integer(out, 255)
+    def run_stage():
+        # what `localflux upscale` does between decoding and encoding: bands streamed into 8-bit samples
+        samples, info["record"] = stage.run(picture, loaded.spec.scale, progress=False)
+        return samples
 
     sides = {}
     for side, call, kind in (("baseline", bare, "bare network, one untiled call"),
-                             ("localflux", stage, "localflux upscale engine (border, tiles, blending, 8-bit)")):
+                             ("localflux", run_stage, "localflux upscale stage (border, tiles, blending, bands to 8-bit)")):
         warmups = []
         for _ in range(warmup):  # allocator, cuDNN autotuning, and on CPU oneDNN's per-shape kernels
             start = time.perf_counter()
@@ -102,8 +105,8 @@ def run_upscale_bench(*, upscaler: str, size: int, tiny: bool, warmup: int, repe
 
     a, b = (sides[s].pop("_first_image").astype(np.int16) for s in ("baseline", "localflux"))
     diff = np.abs(a - b)
-    run = info["run"]
-    sides["localflux"]["tiling"] = {"tile": run.tile, "overlap": run.overlap, "tiles": run.tiles}
+    record_of_step = info["record"]
+    sides["localflux"]["tiling"] = {key: record_of_step[key] for key in ("tile", "overlap", "tiles")}
     out_side = size * loaded.spec.scale
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -122,7 +125,7 @@ def run_upscale_bench(*, upscaler: str, size: int, tiny: bool, warmup: int, repe
         "ratio": {"end_to_end": sides["localflux"]["end_to_end_s"]["median"] / sides["baseline"]["end_to_end_s"]["median"],
                   "step": None},
         "difference": {"max_levels": int(diff.max()), "mean_levels": float(diff.mean()),
-                       "note": "engine output vs bare network output, 0-255 levels (tiles and border vs one call)"},
+                       "note": "stage output vs bare network output, 0-255 levels (tiles and border vs one call)"},
         "target": None if tiny else TARGET,
     }
     if results_path is not None:
