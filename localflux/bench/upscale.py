@@ -1,8 +1,8 @@
 """``localflux bench --mode upscale``: the Real-ESRGAN stage against its bare network, in one run.
 
 The timed path is the upscale stage itself (``Upscaler.run``: reflect border, tiles with overlap
-blending, finished bands streamed into 8-bit samples), fed a photograph; the baseline is one call of the bare network on the same
-unpadded tensor, which is the floor any tiling scheme is measured against. The record has the
+blending, finished bands streamed into 8-bit samples), fed a photograph; the baseline is one call
+of the bare network on the same unpadded tensor, the floor any tiling scheme is measured against. The record has the
 same top-level keys as the FLUX modes (docs/speed.md), so both live in one results file.
 """
 
