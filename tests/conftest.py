@@ -92,3 +92,17 @@ def pixels(path_or_image):
         with Image.open(path_or_image) as image:
             return np.asarray(image.convert("RGB"), dtype=np.int16)
     return np.asarray(path_or_image.convert("RGB"), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory, request):
+    """A weights folder with the test module's upscalers installed once per module: ``MODEL`` and any
+    ``EXTRA_MODELS`` named at the module's top level."""
+    from upscale_common import install_into
+
+    names = (request.module.MODEL, *getattr(request.module, "EXTRA_MODELS", ()))
+    folder = tmp_path_factory.mktemp("weights")
+    mp = pytest.MonkeyPatch()
+    install_into(folder, mp, *names)
+    mp.undo()
+    return folder

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from upscale_common import DATA, install_into
+from upscale_common import DATA
 
 from localflux import cli
 from localflux.config import config_from_dict
@@ -20,15 +20,7 @@ from localflux.upscale.stage import Upscaler, upscale_file, upscale_pil
 
 MODEL = "realesr-animevideov3"  # small SRVGG; the rule is the same for every model
 ANIME = "realesrgan-x4plus-anime"  # its output on white is 0.9965: what an opaque alpha must not become
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    mp = pytest.MonkeyPatch()
-    install_into(folder, mp, MODEL, ANIME)
-    mp.undo()
-    return folder
+EXTRA_MODELS = (ANIME,)
 
 
 @pytest.fixture(autouse=True)

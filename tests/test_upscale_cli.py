@@ -10,22 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from upscale_common import DATA, install_into
+from upscale_common import DATA
 
 from localflux import cli
 from localflux.upscale import registry
 from localflux.upscale.arch import SRVGGNetCompact
 
 MODEL = "realesr-animevideov3"
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    mp = pytest.MonkeyPatch()
-    install_into(folder, mp, MODEL)
-    mp.undo()
-    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
-from upscale_common import DATA, install_into
+from upscale_common import DATA
 
 from localflux.errors import UpscaleError
 from localflux.upscale import pngio
@@ -18,15 +18,6 @@ from localflux.upscale.images import read_picture
 from localflux.upscale.stage import Upscaler, upscale_file, upscale_pil
 
 MODEL = "realesr-animevideov3"  # small SRVGG: keeps these tests fast; conventions are shared by all models
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    mp = pytest.MonkeyPatch()
-    install_into(folder, mp, MODEL)
-    mp.undo()
-    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 from photo_files import UPRIGHT, corners, oriented, p3_profile, pattern, save_phone_jpeg, srgb_profile
-from upscale_common import install_into
 
 from localflux import cli, photos
 from localflux.errors import UpscaleError
@@ -20,15 +19,6 @@ from localflux.upscale.images import read_picture
 from localflux.upscale.stage import Upscaler, upscale_file, upscale_pil
 
 MODEL = "realesr-animevideov3"  # the smallest shipped model: conventions are shared by all
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    mp = pytest.MonkeyPatch()
-    install_into(folder, mp, MODEL)
-    mp.undo()
-    return folder
 
 
 @pytest.fixture(autouse=True)
