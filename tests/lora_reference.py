@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import torch
 
+from flux_keys import _DOUBLE, _RENAMES
+
 W, MLP = 32, 128  # the tiny model's width and MLP width (attention 2 x 16)
 
 # BFL layer -> (in, out) in the tiny model (dev: with guidance_in)
@@ -28,22 +30,9 @@ BFL_SHAPES = {
     "vector_in.in_layer": (32, W), "vector_in.out_layer": (W, W), "guidance_in.in_layer": (256, W),
     "guidance_in.out_layer": (W, W), "final_layer.linear": (W, 64), "final_layer.adaLN_modulation.1": (W, 2 * W),
 }
-_SIMPLE = {
-    "img_attn.proj": "attn.to_out.0", "txt_attn.proj": "attn.to_add_out", "img_mlp.0": "ff.net.0.proj",
-    "img_mlp.2": "ff.net.2", "txt_mlp.0": "ff_context.net.0.proj", "txt_mlp.2": "ff_context.net.2",
-    "img_mod.lin": "norm1.linear", "txt_mod.lin": "norm1_context.linear",
-    "linear2": "proj_out", "modulation.lin": "norm.linear",
-}
-_GLOBAL = {
-    "img_in": "x_embedder", "txt_in": "context_embedder",
-    "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
-    "time_in.out_layer": "time_text_embed.timestep_embedder.linear_2",
-    "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
-    "vector_in.out_layer": "time_text_embed.text_embedder.linear_2",
-    "guidance_in.in_layer": "time_text_embed.guidance_embedder.linear_1",
-    "guidance_in.out_layer": "time_text_embed.guidance_embedder.linear_2",
-    "final_layer.linear": "proj_out", "final_layer.adaLN_modulation.1": "norm_out.linear",
-}
+# one BFL layer -> one diffusers layer: the same names the BFL-key checkpoint helper uses
+_SIMPLE = {**_DOUBLE, "linear2": "proj_out", "modulation.lin": "norm.linear"}
+_GLOBAL = {**_RENAMES, "final_layer.adaLN_modulation.1": "norm_out.linear"}
 
 
 def bfl_to_diffusers(name: str) -> list[tuple[str, int, int]]:
