@@ -106,3 +106,15 @@ def weights_dir(tmp_path_factory, request):
     install_into(folder, mp, *names)
     mp.undo()
     return folder
+
+
+@pytest.fixture(scope="module")
+def upscaler(weights_dir, request):
+    """The test module's ``MODEL``, loaded once on the CPU from ``weights_dir``."""
+    from localflux.upscale.stage import Upscaler
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LOCALFLUX_WEIGHTS", str(weights_dir))
+    loaded = Upscaler.load(request.module.MODEL, device="cpu")
+    mp.undo()
+    return loaded

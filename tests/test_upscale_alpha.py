@@ -28,15 +28,6 @@ def _weights_env(weights_dir, monkeypatch):
     monkeypatch.setenv("LOCALFLUX_WEIGHTS", str(weights_dir))
 
 
-@pytest.fixture(scope="module")
-def upscaler(weights_dir):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LOCALFLUX_WEIGHTS", str(weights_dir))
-    loaded = Upscaler.load(MODEL, device="cpu")
-    mp.undo()
-    return loaded
-
-
 def alpha_plane(height=17, width=23) -> np.ndarray:
     """A soft disc with a hard-edged hole: edges, ramps, fully opaque and fully clear parts."""
     y, x = np.mgrid[:height, :width]

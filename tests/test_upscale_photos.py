@@ -16,7 +16,7 @@ from localflux import cli, photos
 from localflux.errors import UpscaleError
 from localflux.upscale import pngio
 from localflux.upscale.images import read_picture
-from localflux.upscale.stage import Upscaler, upscale_file, upscale_pil
+from localflux.upscale.stage import upscale_file, upscale_pil
 
 MODEL = "realesr-animevideov3"  # the smallest shipped model: conventions are shared by all
 
@@ -24,15 +24,6 @@ MODEL = "realesr-animevideov3"  # the smallest shipped model: conventions are sh
 @pytest.fixture(autouse=True)
 def _weights_env(weights_dir, monkeypatch):
     monkeypatch.setenv("LOCALFLUX_WEIGHTS", str(weights_dir))
-
-
-@pytest.fixture(scope="module")
-def upscaler(weights_dir):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LOCALFLUX_WEIGHTS", str(weights_dir))
-    loaded = Upscaler.load(MODEL, device="cpu")
-    mp.undo()
-    return loaded
 
 
 def _out(data: bytes) -> Image.Image:
