@@ -37,6 +37,15 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"localflux: error: {self.prog}: {one_line(message)} (see {self.prog} --help)\n")
 
+    def unrecognized(self, extras: list[str]):
+        """Unknown arguments, reported by the (sub)command they were given to, with the nearest known flag."""
+        import difflib
+
+        flags = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+        hints = [f"{extra} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(extra.split("=")[0], flags, 1))
+                 else extra for extra in extras]
+        self.error(f"unrecognized arguments: {' '.join(hints)}")
+
 
 def one_line(text: str) -> str:
     """Messages are one line whatever the exception text holds (paths or library errors with newlines)."""
@@ -56,15 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"localflux.commands.{name}")
         module.add_parser(subparsers)
+    parser.set_defaults(command_parsers=subparsers.choices)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 2
+        parser.error("no command given; start with `localflux generate --config configs/demo.toml`")
+    if extras:
+        sub = args.command_parsers[args.command]
+        action = next((getattr(args, a) for a in vars(args) if a.endswith("_action") and getattr(args, a)), None)
+        sub = _action_parser(sub, action) or sub
+        sub.unrecognized(extras)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s: %(message)s",
@@ -90,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 1
+
+
+def _action_parser(parser: argparse.ArgumentParser, action: str | None):
+    """The parser of ``localflux lora inspect`` etc. (a command's own sub-command), if one was given."""
+    for choice in parser._actions:
+        if isinstance(choice, argparse._SubParsersAction) and action in choice.choices:
+            return choice.choices[action]
+    return None
 
 
 class _StderrLines(logging.Handler):

@@ -112,7 +112,7 @@ class SpeedConfig:
     compile_backend: Literal["inductor", "eager", "aot_eager"] = "inductor"  # eager/aot_eager: debugging, tests
     attention: Literal["auto", "native", "flash", "efficient", "cudnn", "math"] = "auto"  # PyTorch SDPA backends
     channels_last_vae: bool = False
-    fuse_qkv: bool = False  # refused while unmerged LoRA adapters are loaded (fusion would bypass them)
+    fuse_qkv: bool = False  # skipped while unmerged LoRA adapters are loaded (fusion would bypass them)
     lora_hotswap_rank: int = field(default=0, metadata=_range(0, 1024))  # > 0: swap LoRAs up to this rank without recompiling
 
 
@@ -164,19 +164,22 @@ class Config:
 # ---------------------------------------------------------------- loading and layering
 
 
-def read_toml(path: str | os.PathLike) -> dict:
+def read_toml(path: str | os.PathLike, kind: str = "config file") -> dict:
+    """A TOML file's table; ``kind`` names the file in errors ("config file", "job file", ...)."""
     path = Path(path)
     if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise ConfigError(f"config file {str(path)!r} {what}; pass an existing .toml file")
+        if path.is_dir():
+            raise ConfigError(f"{kind} {str(path)!r} is a folder; pass an existing .toml file")
+        where = "" if path.is_absolute() else f" (looked for {path.absolute()}: relative paths start in the current folder)"
+        raise ConfigError(f"{kind} {str(path)!r} does not exist{where}; pass an existing .toml file")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text; save it as UTF-8") from None
+        raise ConfigError(f"{kind} {str(path)!r} is not UTF-8 text; save it as UTF-8") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML ({exc}); fix the syntax") from None
+        raise ConfigError(f"{kind} {str(path)!r} is not valid TOML ({exc}); fix the syntax") from None
 
 
 def parse_set_value(text: str) -> Any:
@@ -204,6 +207,7 @@ class Layers:
     root: type = None  # None: Config (defined above; a class attribute cannot name it before)
     path_keys: tuple[str, ...] | None = None  # None: _PATH_KEYS
     schema_note: str = SCHEMA_NOTE
+    file_kind: str = "config file"  # how errors name the file
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
@@ -211,7 +215,7 @@ class Layers:
 
     def add_file(self, path: str | os.PathLike) -> None:
         path = Path(path)
-        data = read_toml(path)
+        data = read_toml(path, self.file_kind)
         base_dir = path.resolve().parent
         for key, value in _flatten(data, origin=str(path), root=self.root, note=self.schema_note):
             self.set(key, _resolve_path_value(key, value, base_dir, self.path_keys), origin=str(path))

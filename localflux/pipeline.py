@@ -91,8 +91,12 @@ def plan(config: Config) -> Plan:
     return Plan(config, source, size, seeds, request, parts, seed_was_random)
 
 
-def generate(config, *, save: bool = True, progress: bool = True, out_dir: str | Path | None = None) -> list[Result]:
-    """Render every image of ``config`` (a path, a dict or a ``Config``); save them unless ``save=False``."""
+def generate(config, *, save: bool = True, progress: bool = True, out_dir: str | Path | None = None,
+             on_result=None) -> list[Result]:
+    """Render every image of ``config`` (a path, a dict or a ``Config``); save them unless ``save=False``.
+
+    ``on_result(result)`` is called as each image is done (saved), so a caller can report it at once.
+    """
     config = coerce_config(config)
     if out_dir is not None:
         config = config_mod.replace(config, **{"output.dir": str(out_dir)})
@@ -120,6 +124,8 @@ def generate(config, *, save: bool = True, progress: bool = True, out_dir: str |
             if folder is not None:
                 result.path = save_result(result, folder, the_plan.config)
             results.append(result)
+            if on_result is not None:
+                on_result(result)
             if bar is not None:
                 bar.update(1)
     if bar is not None:

@@ -111,3 +111,47 @@ def test_dry_run_shows_device_and_the_shifted_schedule(run_cli, tiny_folders):
 
     expected = flux_sigmas({"use_dynamic_shifting": True}, 4, 64, 64)
     assert "sigmas: " + ", ".join(f"{x:.4f}" for x in expected) in out
+
+
+def test_generate_prints_each_path_as_it_is_written(run_cli, tmp_path, monkeypatch):
+    # a run stopped by Ctrl-C has listed every image it saved (the paths are not held back to the end)
+    from localflux import pipeline
+
+    real, calls = pipeline.render_batch, []
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "render_batch", stopped_at_the_second)
+    code, out, err = run_cli("generate", "--model", "tiny", "--prompt", "a fox", "--width", "32", "--height", "32",
+                             "--seed", "5", "--count", "3", "--steps", "1", "--out", tmp_path, "--no-progress")
+    assert (code, err) == (130, "localflux: interrupted\n")
+    assert out.splitlines() == [str(tmp_path / "0001-s5.png")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0001-s5.json", "0001-s5.png"]
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_ctrl_c_in_train_lora_says_how_to_go_on(run_cli, tmp_path, monkeypatch, checkpoint):
+    from _train_helpers import write_config
+
+    from localflux.train import trainer
+
+    config = write_config(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        if checkpoint:  # a checkpoint was written before the Ctrl-C
+            (tmp_path / "run" / "checkpoints" / "step-000003").mkdir(parents=True)
+            (tmp_path / "run" / "checkpoints" / "step-000003" / "state.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    code, out, err = run_cli("train-lora", "--config", config, "--no-progress")
+    assert code == 130 and out == ""
+    if checkpoint:
+        assert err == (f"localflux: interrupted; step-000003 is kept; add --resume to continue from it: "
+                       f"localflux train-lora --config {config} --resume\n")
+    else:
+        assert err.startswith("localflux: interrupted; no checkpoint was written yet; run the same command again")

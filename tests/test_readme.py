@@ -19,9 +19,16 @@ REAL_WEIGHT_MARKERS = ("configs/schnell.toml", "configs/dev.toml", "configs/port
 
 
 def readme_commands() -> list[list[str]]:
-    text = (REPO / "README.md").read_text()
+    return doc_commands(REPO / "README.md", fence="bash")
+
+
+def doc_commands(path, fence: str = "") -> list[list[str]]:
+    """Every ``localflux ...`` line of the page's code blocks (```bash in README, plain ``` in docs/)."""
+    text = path.read_text()
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+    blocks = [body for language, body in re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+              if language == fence]
+    for block in blocks:
         for line in block.splitlines():
             if line.startswith("localflux "):
                 commands.append(shlex.split(line, comments=True)[1:])
@@ -48,6 +55,7 @@ def workspace(tmp_path, tiny_folders):
     # stands in for a real quantized FLUX.1-dev transformer (configs/dev-12gb.toml): the tiny one as Q8_0
     transformer = tiny_folders["dev"] / "transformer" / "diffusion_pytorch_model.safetensors"
     write_q8_gguf(load_file(transformer), tmp_path / "weights" / "flux1-dev-Q4_K_S.gguf")
+    shutil.copy(tmp_path / "weights" / "flux1-dev-Q4_K_S.gguf", tmp_path / "weights" / "flux1-dev-Q8_0.gguf")  # docs/memory.md
     (tmp_path / "loras").mkdir()
     write_diffusers(tmp_path / "loras" / "anna.safetensors", metadata_alpha=4)
     write_kohya_file(tmp_path / "loras" / "film.safetensors")
@@ -70,27 +78,35 @@ def test_readme_has_the_documented_examples():
     assert any(c.startswith("doctor") for c in commands)
 
 
+def run_example(args: list[str], workspace, run_cli) -> str:
+    """Run one documented command in the workspace, as a dry run where it needs real FLUX weights; its stdout."""
+    needs_weights = args[0] in ("generate", "sweep", "train-lora") and any(m in " ".join(args)
+                                                                           for m in REAL_WEIGHT_MARKERS)
+    if needs_weights:
+        args = args + ["--dry-run"]
+    trained = workspace / "runs" / "anna" / "anna.safetensors"
+    checkpoint = workspace / "runs" / "anna" / "checkpoints" / "step-000250"
+    if args[0] == "train-lora" and "--resume" in args and not checkpoint.exists():
+        checkpoint.mkdir(parents=True)  # stands in for a checkpoint of the (dry-run) training above
+        (checkpoint / "state.json").write_text("{}")
+    if args[0] == "generate" and "runs/anna/anna.safetensors" in " ".join(args) and not trained.exists():
+        from lora_files import write_diffusers
+
+        trained.parent.mkdir(parents=True, exist_ok=True)  # stands in for the output of the (dry-run) training above
+        write_diffusers(trained, seed=5)
+    args = [expanded for arg in args for expanded in (sorted(glob.glob(arg, root_dir=workspace)) or [arg])]
+    code, out, err = run_cli(*args, cwd=workspace)
+    assert code == 0, f"`localflux {' '.join(args)}` exited {code}: {err}"
+    if args[0] in ("generate", "batch") and "--dry-run" not in args and "--status" not in args:
+        assert all((workspace / line).is_file() for line in out.split()), out
+    if args[0] == "generate" and "--dry-run" not in args:
+        assert out.strip(), f"`localflux {' '.join(args)}` printed no path"
+    return out
+
+
 def test_every_readme_example_runs(workspace, run_cli):
     for args in makefile_demo_commands() + readme_commands():
-        needs_weights = args[0] in ("generate", "sweep", "train-lora") and any(m in " ".join(args)
-                                                                               for m in REAL_WEIGHT_MARKERS)
-        if needs_weights:
-            args = args + ["--dry-run"]
-        trained = workspace / "runs" / "anna" / "anna.safetensors"
-        checkpoint = workspace / "runs" / "anna" / "checkpoints" / "step-000250"
-        if args[0] == "train-lora" and "--resume" in args and not checkpoint.exists():
-            checkpoint.mkdir(parents=True)  # stands in for a checkpoint of the (dry-run) training above
-            (checkpoint / "state.json").write_text("{}")
-        if args[0] == "generate" and "runs/anna/anna.safetensors" in " ".join(args) and not trained.exists():
-            from lora_files import write_diffusers
-
-            trained.parent.mkdir(parents=True, exist_ok=True)  # stands in for the output of the (dry-run) training above
-            write_diffusers(trained, seed=5)
-        args = [expanded for arg in args for expanded in (sorted(glob.glob(arg, root_dir=workspace)) or [arg])]
-        code, out, err = run_cli(*args, cwd=workspace)
-        assert code == 0, f"`localflux {' '.join(args)}` exited {code}: {err}"
-        if args[0] == "generate" and "--dry-run" not in args:
-            assert out.strip() and all((workspace / line).is_file() for line in out.split()), out
+        run_example(args, workspace, run_cli)
     assert (workspace / "renders" / "demo" / "0001-s42.png").is_file()
     assert (workspace / "out.safetensors").is_file()  # lora convert ran for real
     assert (workspace / "upscaled" / "photo-x2.png").is_file()

@@ -70,7 +70,7 @@ class Job:
 def load_job(path: str | Path, *, sets: list[str] | None = None, out: str | Path | None = None) -> Job:
     """Read, expand and validate a job; raises one ``ConfigError`` listing every bad item."""
     path = Path(path)
-    data = config_mod.read_toml(path)
+    data = config_mod.read_toml(path, "job file")
     base_dir = path.resolve().parent
     job = data.pop("job", None)
     if not isinstance(job, dict):

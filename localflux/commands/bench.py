@@ -37,7 +37,18 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+# the smallest value each number flag takes (a 0 would otherwise silently mean "the default")
+MINIMUMS = {"repeats": 1, "warmup": 0, "steps": 1, "width": 16, "height": 16}
+
+
 def run(args) -> int:
+    from ..errors import ConfigError
+
+    if args.mode not in MODE_NAMES:
+        raise ConfigError(f"bench mode {args.mode!r} is not known; one of: {', '.join(MODE_NAMES)}")
+    for name, least in MINIMUMS.items():
+        if getattr(args, name) is not None and getattr(args, name) < least:
+            raise ConfigError(f"--{name} must be at least {least}, got {getattr(args, name)}")
     if args.dry_run:
         from ..bench.models import dry_run
 

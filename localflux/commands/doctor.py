@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("doctor", help="show device, memory, dtype support and weight locations")
+    parser = subparsers.add_parser(
+        "doctor", help="show device, memory, dtype support and weight locations",
+        description="Show what this machine can run (device, memory, dtype support), where weights and caches are "
+                    "looked for, and the candidate memory plans for FLUX.1 at 1024x1024 (docs/memory.md).")
     parser.add_argument("--model", choices=["dev", "schnell"], default="dev",
                         help="which FLUX.1 the memory-plan table is for (default dev)")
     parser.add_argument("--vram", type=float, metavar="GIB",
@@ -13,7 +16,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    import math
     import os
+
+    from ..errors import ConfigError
+
+    if args.vram is not None and not (math.isfinite(args.vram) and args.vram > 0):
+        raise ConfigError(f"--vram must be a positive number of GiB, e.g. --vram 24, got {args.vram:g}")
 
     from ..device import memory_summary, resolve_placement
     from ..hashing import cache_dir

@@ -111,6 +111,6 @@ def run(args) -> int:
     if args.dry_run:
         print(pipeline.describe(pipeline.plan(config)))
         return 0
-    for result in pipeline.generate(config, progress=not args.no_progress):
-        print(result.path, flush=True)
+    # each path as soon as its file is written: a run stopped by Ctrl-C has listed every image it saved
+    pipeline.generate(config, progress=not args.no_progress, on_result=lambda result: print(result.path, flush=True))
     return 0

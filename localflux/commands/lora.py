@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
     convert.add_argument("out", help="the .safetensors file to write (never overwritten)")
     convert.add_argument("--to", required=True, choices=["diffusers", "kohya"], help="target key layout")
     convert.set_defaults(func=run_convert)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    parser.set_defaults(func=lambda args: parser.error("choose an action: inspect PATH or convert PATH OUT --to FORMAT"))
 
 
 def run_inspect(args) -> int:

@@ -29,9 +29,28 @@ def run(args) -> int:
     if args.dry_run:
         print(describe_run(preflight(config, resume=args.resume)))
         return 0
-    result = train(config, resume=args.resume, progress=not args.no_progress)
+    try:
+        result = train(config, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        _interrupted(args, config)
+        return 130
     if result.main_process:  # one line per file, not one per process
         print(result.lora_path, flush=True)
         if result.kohya_path is not None:
             print(result.kohya_path, flush=True)
     return 0
+
+
+def _interrupted(args, config) -> None:
+    """Ctrl-C: one line saying what is kept and the command that goes on from there."""
+    import sys
+    from pathlib import Path
+
+    from ..train.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(Path(config.output.dir))
+    if last is None:
+        hint = "no checkpoint was written yet; run the same command again to start over (cached latents are reused)"
+    else:
+        hint = f"{last.name} is kept; add --resume to continue from it: localflux train-lora --config {args.config} --resume"
+    print(f"localflux: interrupted; {hint}", file=sys.stderr)

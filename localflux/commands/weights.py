@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     install.add_argument("--from", dest="from_file", default=None, metavar="FILE", help="a .pth, .safetensors or ncnn .param (with its .bin) to install from")
     install.add_argument("--no-download", action="store_true", help="never fall back to downloading the upstream release")
     actions.add_parser("list", help="show installed upscalers with arch, scale, params, sha256 and path")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
     return parser
 
 
@@ -45,5 +45,4 @@ def run(args) -> int:
         path = registry.install(args.name, from_file, allow_download=not args.no_download, log=lambda m: print(f"localflux: {m}", file=sys.stderr))
         print(path)
         return 0
-    print("localflux weights: choose an action: install NAME or list", file=sys.stderr)
-    return 2
+    args.parser.error("choose an action: install NAME or list")

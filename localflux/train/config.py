@@ -134,6 +134,7 @@ class TrainLayers(Layers):
     root = TrainConfig
     path_keys = ("model.base", "dataset.folder", "dataset.regularization_folder", "output.dir", "memory.cache_dir")
     schema_note = SCHEMA_NOTE
+    file_kind = "training config"
 
 
 def load_train_config(path: str | os.PathLike | None = None, *, sets: list[str] | None = None,
