@@ -31,9 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--alpha", default="model", choices=["model", "resize"],
                         help="an alpha channel goes through the network as grey (model, Real-ESRGAN's default) or is "
                              "Lanczos-resized (resize); default model")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the model runs (default auto)")
+    parser.add_argument("--device", default="auto", metavar="DEV", help="where the model runs: auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"], help="precision (default: fp16 on GPU, fp32 on CPU)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
+    parser.add_argument("--out", "-o", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT}/)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar over tiles")
     parser.set_defaults(func=run)
     return parser
@@ -84,7 +84,10 @@ def run(args) -> int:
     # Everything that can be checked cheaply is checked before any file is written.
     from ..upscale.stage import check_scale, choose_model
 
+    from ..upscale.engine import pick_device
+
     scale = check_scale(args.scale)
+    pick_device(args.device)  # an unknown or absent device, before weights are installed or files written
     if args.tile is not None and args.tile < 1:
         raise UpscaleError(f"--tile must be a positive number of pixels, not {args.tile}")
     if args.overlap is not None and args.overlap < 0:

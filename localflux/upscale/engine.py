@@ -58,12 +58,15 @@ def pick_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was requested but torch sees no CUDA GPU; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    kind, colon, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name} was requested but torch sees no CUDA GPU; use --device cpu or auto")
+    if colon and int(index) >= torch.cuda.device_count():
+        raise DeviceError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise DeviceError("--device mps was requested but MPS is not available; use --device cpu or auto")
-    if name not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
     return torch.device(name)
 
 
