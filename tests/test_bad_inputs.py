@@ -184,7 +184,10 @@ def _convert_onto(ctx: Ctx) -> list:
 
 
 def _sweep(*flags) -> list:
-    return ["sweep", *TINY_64, "--no-progress", *flags]
+    tiny = list(TINY_64)
+    at = tiny.index("--seed")
+    del tiny[at:at + 2]  # a sweep's rows come from --seeds; --seed beside it is an error of its own
+    return ["sweep", *tiny, "--no-progress", *flags]
 
 
 def _image(ctx: Ctx, name: str = "in.png") -> Path:
@@ -345,6 +348,8 @@ CASES = [
     Case("lora: convert to an unknown format", lambda c: ["lora", "convert", _lora(c), c.tmp / "o.safetensors", "--to", "onnx"],
          ["--to", "invalid choice: 'onnx'"]),
     # ---- sweeps (checked before any cell renders)
+    Case("sweep: --seed beside --seeds", lambda c: _sweep("--seeds", "1,2", "--seed", "5", "--vary", "sampling.guidance=1,2"),
+         ["takes its seeds from --seeds", "--seed 5"]),
     Case("sweep: seed range backwards", lambda c: _sweep("--seeds", "5-1", "--vary", "sampling.guidance=1,2"),
          ["--seeds", "runs backwards"]),
     Case("sweep: seeds not numbers", lambda c: _sweep("--seeds", "a,b", "--vary", "sampling.guidance=1,2"),

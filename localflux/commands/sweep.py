@@ -27,11 +27,14 @@ def run(args) -> int:
     from ..sweep import parse_seeds, parse_vary, run_sweep
     from .generate import config_from_args
 
+    from ..errors import ConfigError
+
+    for flag, value in (("--seed", args.seed), ("--count", args.count)):
+        if value is not None:  # the rows come from --seeds alone; silently ignoring these would surprise
+            raise ConfigError(f"sweep takes its seeds from --seeds (one row each); drop {flag} {value}")
     seeds = parse_seeds(args.seeds)
     key, values = parse_vary(args.vary)
     if not 16 <= args.cell <= 4096:
-        from ..errors import ConfigError
-
         raise ConfigError(f"--cell {args.cell} must be between 16 and 4096 pixels")
     if args.dry_run:
         from ..pipeline import describe
