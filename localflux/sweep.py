@@ -153,8 +153,11 @@ def plan_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str
 
 
 def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str | Path | None = None,
-              cell_size: int = 256, save: bool = True, progress: bool = True) -> Sweep:
-    """Render ``seeds`` x ``values`` of ``key``; save each cell (with recipe) and the contact sheet."""
+              cell_size: int = 256, save: bool = True, progress: bool = True, on_cell=None) -> Sweep:
+    """Render ``seeds`` x ``values`` of ``key``; save each cell (with recipe) and the contact sheet.
+
+    ``on_cell(cell)`` is called as each cell is done (saved), so a caller can report it at once.
+    """
     from . import pipeline
     from .sampler import warn_if_truncated
 
@@ -180,6 +183,8 @@ def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str 
             path = save_png(result.image, unique_path(folder, f"r{row + 1:02d}-c{column + 1:02d}-s{seed}", ".png"),
                             result.recipe, sidecar=the_plan.config.output.sidecar)
         sweep.cells.append(Cell(row, column, seed, value, path, result.image))
+        if on_cell is not None:
+            on_cell(sweep.cells[-1])
         if progress:
             log.info("sweep cell %d/%d (seed %d, %s=%s)", len(sweep.cells), len(plans), seed, key, value)
     labels = [v if isinstance(v, str) else json.dumps(v) for v in values]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,23 @@ def test_sweep_prompt_part_and_bad_lora_index(tmp_path, run_cli):
     assert finals[0] != finals[1] and all(f.startswith("a red cat, ") for f in finals)
     code, stdout, err = run_cli("sweep", *RENDER, "--seeds", "1", "--vary", "lora[0].scale=0,1", "--out", tmp_path / "q")
     assert code == 2 and "only 0 [[lora]] entries" in err and stdout == ""
+
+
+def test_sweep_prints_each_cell_as_it_is_written(run_cli, tmp_path, monkeypatch):
+    # like generate: a sweep stopped by Ctrl-C has listed every cell it saved
+    from localflux import pipeline
+
+    real, calls = pipeline.render_batch, []
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "render_batch", stopped_at_the_second)
+    out_dir = tmp_path / "s"
+    code, out, err = run_cli("sweep", *RENDER, "--seeds", "3", "--vary", "sampling.guidance=2,4", "--out", out_dir)
+    assert code == 130
+    (line,) = out.splitlines()
+    assert Path(line).parent == out_dir and Path(line).is_file() and Path(line).name.startswith("r01-c01-s3")

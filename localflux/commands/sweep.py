@@ -46,8 +46,8 @@ def run(args) -> int:
         print(f"columns ({key}): {', '.join(map(str, values))}")
         print(describe(plans[0][4]))
         return 0
-    sweep = run_sweep(config_from_args(args), seeds, key, values, cell_size=args.cell, progress=not args.no_progress)
-    for cell in sweep.cells:
-        print(cell.path, flush=True)
+    # each cell's path as its file is written: an interrupted sweep still lists what it saved
+    sweep = run_sweep(config_from_args(args), seeds, key, values, cell_size=args.cell, progress=not args.no_progress,
+                      on_cell=lambda cell: print(cell.path, flush=True))
     print(sweep.sheet_path, flush=True)
     return 0
