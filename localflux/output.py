@@ -73,6 +73,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> P
         if exc.errno == errno.ENOSPC:
             raise OutputError(f"disk full while writing {str(path)!r}; free some space and run again (nothing was written)") from exc
         raise OutputError(f"cannot write {str(path)!r}: {exc.strerror}") from exc
+    except BaseException:  # Ctrl-C (or any other stop) mid-write leaves no hidden temp file behind
+        _remove_quietly(tmp_name)
+        raise
     _fsync_dir(folder)
     return path
 

@@ -155,3 +155,28 @@ def test_ctrl_c_in_train_lora_says_how_to_go_on(run_cli, tmp_path, monkeypatch, 
                        f"localflux train-lora --config {config} --resume\n")
     else:
         assert err.startswith("localflux: interrupted; no checkpoint was written yet; run the same command again")
+
+
+@pytest.mark.parametrize("stop_at", ["fsync", "link"])
+def test_an_interrupted_write_leaves_no_temp_file(tmp_path, monkeypatch, stop_at):
+    # Ctrl-C while a PNG is being written (or just after it is linked into place) must leave no hidden
+    # .tmp file behind, and never a partial image under the real name
+    import os
+
+    from localflux import output
+
+    real = getattr(os, stop_at)
+
+    def interrupted(*args):
+        if stop_at == "link":
+            real(*args)  # the image is in place; the temp name is still there
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, stop_at, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        output.atomic_write_bytes(tmp_path / "a.png", b"\x89PNG data")
+    monkeypatch.undo()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ([] if stop_at == "fsync" else ["a.png"])
+    if left:
+        assert (tmp_path / "a.png").read_bytes() == b"\x89PNG data"
