@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import platform
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -398,15 +396,13 @@ def version_facts() -> dict:
 
 def append_result(path: Path, record: dict) -> None:
     """Add one record to the JSON list in ``path`` (created if missing), replacing the file atomically."""
+    from ..output import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     records = json.loads(path.read_text()) if path.is_file() else []
     records.append(record)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(records, handle, indent=1)
-        handle.write("\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(records, indent=1) + "\n").encode(), overwrite=True)
 
 
 def format_table(record: dict) -> str:
