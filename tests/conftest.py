@@ -118,3 +118,23 @@ def upscaler(weights_dir, request):
     loaded = Upscaler.load(request.module.MODEL, device="cpu")
     mp.undo()
     return loaded
+
+
+@pytest.fixture
+def stop_render_at(monkeypatch):
+    """``stop_render_at(n)``: the n-th call of ``pipeline.render_batch`` raises KeyboardInterrupt (Ctrl-C mid-run)."""
+
+    def arm(n: int) -> None:
+        from localflux import pipeline
+
+        real, calls = pipeline.render_batch, []
+
+        def render_batch(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, "render_batch", render_batch)
+
+    return arm

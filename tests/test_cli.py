@@ -113,19 +113,9 @@ def test_dry_run_shows_device_and_the_shifted_schedule(run_cli, tiny_folders):
     assert "sigmas: " + ", ".join(f"{x:.4f}" for x in expected) in out
 
 
-def test_generate_prints_each_path_as_it_is_written(run_cli, tmp_path, monkeypatch):
+def test_generate_prints_each_path_as_it_is_written(run_cli, tmp_path, stop_render_at):
     # a run stopped by Ctrl-C has listed every image it saved (the paths are not held back to the end)
-    from localflux import pipeline
-
-    real, calls = pipeline.render_batch, []
-
-    def stopped_at_the_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "render_batch", stopped_at_the_second)
+    stop_render_at(2)
     code, out, err = run_cli("generate", "--model", "tiny", "--prompt", "a fox", "--width", "32", "--height", "32",
                              "--seed", "5", "--count", "3", "--steps", "1", "--out", tmp_path, "--no-progress")
     assert (code, err) == (130, "localflux: interrupted\n")

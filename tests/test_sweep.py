@@ -84,19 +84,9 @@ def test_sweep_prompt_part_and_bad_lora_index(tmp_path, run_cli):
     assert code == 2 and "only 0 [[lora]] entries" in err and stdout == ""
 
 
-def test_sweep_prints_each_cell_as_it_is_written(run_cli, tmp_path, monkeypatch):
+def test_sweep_prints_each_cell_as_it_is_written(run_cli, tmp_path, stop_render_at):
     # like generate: a sweep stopped by Ctrl-C has listed every cell it saved
-    from localflux import pipeline
-
-    real, calls = pipeline.render_batch, []
-
-    def stopped_at_the_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "render_batch", stopped_at_the_second)
+    stop_render_at(2)
     out_dir = tmp_path / "s"
     code, out, err = run_cli("sweep", *RENDER, "--seeds", "3", "--vary", "sampling.guidance=2,4", "--out", out_dir)
     assert code == 130
