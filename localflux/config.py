@@ -36,8 +36,9 @@ def _range(lo=None, hi=None, *, lo_open=False):
 class ModelConfig:
     # hub id, local diffusers folder, single-file .safetensors/.gguf transformer, or "tiny"/"tiny-dev"
     source: str = "black-forest-labs/FLUX.1-schnell"
-    # which defaults to use: "auto" detects schnell/dev from the model itself
-    preset: Literal["auto", "schnell", "dev"] = "auto"
+    # which defaults to use: "auto" detects them from the model itself; else a family's preset name
+    # (FLUX.1: schnell, dev). Checked against the registered families when the run is planned.
+    preset: str = "auto"
     # where the VAE, text encoders and tokenizers come from when source is a single file
     base: str | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -477,10 +478,10 @@ def _resolve_path_value(key: str, value: Any, base_dir: Path, path_keys: tuple[s
     if not isinstance(value, str) or not value:
         return value
     if key == "model.source":
-        from .tiny import is_tiny
+        from .families import FAMILIES  # families import config types; config is the lower layer
 
         candidate = base_dir / value
-        if is_tiny(value) or Path(value).is_absolute():
+        if value in FAMILIES.builtin_names() or Path(value).is_absolute():
             return value
         if candidate.exists() or not looks_like_hub_id(value) or value.startswith("."):
             return str(candidate.resolve())

@@ -31,8 +31,8 @@ def model_root(source) -> Path | None:
     return source.path if source.kind in ("folder", "hub") else None
 
 
-def vae_scale_factor(source) -> int:
-    """The source's VAE factor; FLUX.1's for the tiny model and for hub ids not on disk yet."""
+def vae_scale_factor_of_model(source, default: int) -> int:
+    """The source's VAE factor from its vae/config.json; ``default`` (the family's) when not on disk."""
     root = model_root(source)
     config = root / "vae" / "config.json" if root is not None else None
     if config is not None and config.is_file():
@@ -43,12 +43,7 @@ def vae_scale_factor(source) -> int:
 
             raise ModelSourceError(f"the model's vae/config.json ({str(config)!r}) is not readable JSON; "
                                    "the file is truncated or corrupt: download the model again") from None
-    return FLUX_VAE_SCALE_FACTOR
-
-
-def size_multiple(source) -> int:
-    """Image sides must be multiples of this (what FluxPipeline would otherwise silently floor to)."""
-    return PATCH * vae_scale_factor(source)
+    return default
 
 
 def image_tokens(width: int, height: int, vae_factor: int = FLUX_VAE_SCALE_FACTOR) -> int:

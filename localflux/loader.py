@@ -1,7 +1,7 @@
-"""Model sources -> a ready ``FluxPipeline`` on a device, plus the list of files it came from.
+"""Model sources -> a loaded pipeline on a device (through its family), plus the files it came from.
 
 Sources (``model.source``):
-- ``tiny`` / ``tiny-schnell`` / ``tiny-dev``: the built-in random-weight miniature (``tiny.py``);
+- a built-in random-weight miniature (``tiny``, ``tiny-dev``, …: each family lists its own);
 - a local diffusers folder (``model_index.json``, ``transformer/``, ``vae/``, ...);
 - a Hugging Face hub id, looked up in the HF cache first; downloaded only when not cached and the
   hub is reachable (``HF_TOKEN`` for the gated FLUX.1-dev repo);
@@ -17,29 +17,28 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+
+import huggingface_hub  # called as huggingface_hub.snapshot_download, so tests can stand in for the hub
+from huggingface_hub import errors as hf_errors
 
 from .config import ModelConfig, looks_like_hub_id
 from .device import Placement
 from .errors import ModelSourceError
-from .tiny import TINY_SOURCES, is_tiny
+from .memory.formats import check_runnable
+from .memory.plan import MemoryPlan
+from .speed import apply_speed, prepare_lora_hotswap
 
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
-COMPONENT_FOLDERS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
-_BFL_KEY = "double_blocks.0.img_attn.norm.key_norm.scale"
-_BFL_GUIDANCE = "guidance_in.in_layer.weight"
-_DIFFUSERS_KEY = "x_embedder.weight"
-_DIFFUSERS_GUIDANCE = "time_text_embed.guidance_embedder.linear_1.weight"
 
 
 @dataclass(frozen=True)
 class Source:
     """Where a model comes from, resolved to local paths where possible."""
 
-    kind: str  # "tiny" | "folder" | "hub" | "single_file"
+    kind: str  # "tiny" (a built-in miniature) | "folder" | "hub" | "single_file"
     text: str  # what the user wrote
     path: Path | None = None  # folder or file on disk (hub: the cached snapshot)
     base: "Source | None" = None  # single_file: the source of the other components
@@ -52,6 +51,7 @@ class LoadedModel:
     placement: Placement
     preset: str
     offload: str
+    family: str = ""  # the family's name (families/)
     files: list[Path] = field(default_factory=list)  # every file whose bytes feed the pixels
     fingerprint: str | None = None  # tiny: sha256 of its in-memory weights
     lora_state: object = None  # lora.apply.LoraState: the LoRAs now in the pipe (None: clean base weights)
@@ -66,8 +66,10 @@ _PIPELINES: dict[tuple, LoadedModel] = {}
 
 
 def describe_source(text: str, base: str | None = None, revision: str | None = None, *, download: bool = False) -> Source:
-    """Classify ``text`` and check it exists, without loading weights."""
-    if is_tiny(text):
+    """Classify ``text`` and check it exists, without loading weights. Built-in names win over paths."""
+    from .families import FAMILIES  # the families' loaders import this module
+
+    if text in FAMILIES.builtin_names():
         return Source("tiny", text)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -101,12 +103,9 @@ def describe_source(text: str, base: str | None = None, revision: str | None = N
 
 def _cached_snapshot(repo_id: str, revision: str | None, *, download: bool) -> Path | None:
     """The local snapshot folder of a hub repo: from the cache, or downloaded when allowed."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub import errors as hf_errors
-
     patterns = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors"]
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True))
+        return Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True))
     except (hf_errors.LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         pass
     if not download:
@@ -118,7 +117,7 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, download: bool) -> P
         raise ModelSourceError(f"model {repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {how}")
     try:
         log.warning("downloading %s into the Hugging Face cache (tens of GB for FLUX)", repo_id)
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+        return Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except hf_errors.GatedRepoError:
         raise ModelSourceError(f"model {repo_id!r} is gated: accept its license on huggingface.co and set HF_TOKEN "
                                "to a token of that account, then run again") from None
@@ -135,65 +134,32 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, download: bool) -> P
                                f"({exc.__class__.__name__}); {how}") from None
 
 
-def detect_preset(source: Source) -> str:
-    """``schnell`` or ``dev``: from the transformer's guidance embedding, else from the name."""
-    if source.kind == "tiny":
-        return TINY_SOURCES[source.text]
-    if source.kind == "single_file" and source.path.suffix.lower() == ".gguf":
-        from .memory.formats import gguf_has_guidance, inspect_gguf
-
-        inspect_gguf(source.path)  # refuses a GGUF that is not a FLUX transformer, in one line
-        return "dev" if gguf_has_guidance(source.path) else "schnell"
-    if source.kind == "single_file":
-        keys = _safetensors_keys(source.path)
-        _require_flux_keys(source.path, keys)  # refuse a VAE/LoRA/encoder file before anything is written
-        return "dev" if any(k.endswith((_BFL_GUIDANCE, _DIFFUSERS_GUIDANCE)) for k in keys) else "schnell"
-    if source.path is not None:
-        config_file = source.path / "transformer" / "config.json"
-        if config_file.is_file():
-            return "dev" if json.loads(config_file.read_text()).get("guidance_embeds") else "schnell"
-    return "schnell" if "schnell" in source.text.lower() else "dev"
-
-
-def _safetensors_keys(path: Path) -> list[str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return list(handle.keys())
-    except Exception as exc:  # safetensors raises several types for truncated/corrupt headers
-        raise ModelSourceError(f"{str(path)!r} is not a readable .safetensors file ({exc}); re-download it") from None
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_model(model: ModelConfig, placement: Placement, offload: str = "none", *, memory_plan=None,
+def load_model(model: ModelConfig, placement: Placement, *, family, preset: str, memory_plan: MemoryPlan | None = None,
                speed=None, cache: bool = True) -> LoadedModel:
     """The pipeline for ``model`` on ``placement``; reused within the process when already loaded.
 
-    ``memory_plan`` (a ``memory.plan.MemoryPlan``) picks weight formats and offload; ``speed`` (a
-    ``SpeedConfig``) the fast path. Without them: full precision, ``offload``, eager.
-    ``cache=False`` loads a private copy, neither taken from nor kept in the cache (training
-    attaches adapters to it, which later renders in the same process must not see).
+    ``family`` and ``preset`` come from the plan (detected once, never again here). ``memory_plan``
+    picks weight formats and offload; ``speed`` (a ``SpeedConfig``) the fast path. Without them:
+    full precision, no offload, eager. ``cache=False`` loads a private copy, neither taken from nor
+    kept in the cache (training attaches adapters to it, which later renders must not see).
     """
-    from .memory.formats import check_runnable
-    from .memory.plan import MemoryPlan
-
-    plan = memory_plan or MemoryPlan(offload=offload)
-    key = (model.source, model.base, model.revision, placement.device, placement.dtype, plan, speed)
+    plan = memory_plan or MemoryPlan()
+    key = (model.source, model.base, model.revision, placement.device, placement.dtype, plan, speed, preset)
     if cache and key in _PIPELINES:
         return _PIPELINES[key]
     source = describe_source(model.source, model.base, model.revision, download=True)
-    preset = detect_preset(source)
     check_runnable(plan.transformer, placement.device)
-    loaded = _load(source, placement, preset, plan)
+    loaded = family.load(source, placement, preset, plan)
+    loaded.family = family.name
     loaded.offload = plan.offload
-    _place(loaded.pipe, placement, plan.offload, plan)
+    family.place(loaded.pipe, placement, plan)
     loaded.memory_plan = plan.to_dict()
     if speed is not None:
-        from .speed import apply_speed, prepare_lora_hotswap
-
         prepare_lora_hotswap(loaded.pipe, speed)  # LoRAs, when loaded here, go between these two calls
         loaded.speed = apply_speed(loaded.pipe, speed, placement.device)
     if cache:
@@ -212,151 +178,43 @@ def discard(model: LoadedModel) -> None:
             del _PIPELINES[key]
 
 
-def _load(source: Source, placement: Placement, preset: str, plan=None) -> LoadedModel:
-    from .hashing import sha256_state_dict
-
-    if plan is not None and plan.transformer == "nf4":
-        return _load_nf4(source, placement, preset)
-    if source.kind == "tiny":
-        from .tiny import build_tiny_pipeline
-
-        pipe = build_tiny_pipeline(TINY_SOURCES[source.text])
-        if placement.dtype != "float32":  # built in float32
-            pipe.to(dtype=placement.torch_dtype)
-        fingerprint = sha256_state_dict({f"{name}.{k}": v for name in ("transformer", "vae", "text_encoder", "text_encoder_2")
-                                         for k, v in getattr(pipe, name).state_dict().items()})
-        return LoadedModel(pipe, source, placement, preset, "none", fingerprint=fingerprint)
-    if source.kind == "single_file":
-        transformer = _load_single_file_transformer(source, placement, preset)
-        pipe = _from_pretrained(source.base, placement, transformer=transformer)
-        files = [source.path] + _component_files(source.base.path, exclude=("transformer",))
-        return LoadedModel(pipe, source, placement, preset, "none", files=files)
-    pipe = _from_pretrained(source, placement)
-    return LoadedModel(pipe, source, placement, preset, "none", files=_component_files(source.path))
 
 
-def _from_pretrained(source: Source, placement: Placement, **components):
-    from diffusers import FluxPipeline
-
-    if source.kind == "tiny":
-        raise ModelSourceError("model.base cannot be 'tiny'; use a diffusers folder or hub id")
-    if source.path is None:
-        source = describe_source(source.text, download=True)
-    try:
-        return FluxPipeline.from_pretrained(str(source.path), dtype=placement.torch_dtype, **components)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelSourceError(f"could not load the FLUX model in {str(source.path)!r}: {exc}".split("\n")[0].rstrip(". ")
-                               + "; a file may be truncated or corrupt: download the model again") from None
 
 
-def _load_single_file_transformer(source: Source, placement: Placement, preset: str, **quantization):
-    from tempfile import TemporaryDirectory
-
-    from . import single_file
-
-    gguf = source.path.suffix.lower() == ".gguf"
-    if not gguf:
-        _require_flux_keys(source.path, _safetensors_keys(source.path))
-    base_root = _transformer_config_root(source, preset)
-    base_config = json.loads((base_root / "transformer" / "config.json").read_text())
-    # the file's own shape (block counts, widths, guidance) with the base config for the rest
-    config = single_file.transformer_config(source.path, base_config, source.base.path if source.base else None)
-    with TemporaryDirectory(prefix="localflux-config-") as folder:
-        (Path(folder) / "transformer").mkdir()
-        (Path(folder) / "transformer" / "config.json").write_text(json.dumps(dict(config, _class_name="FluxTransformer2DModel")))
-        if gguf:
-            from .memory.formats import load_gguf_transformer
-
-            return load_gguf_transformer(source.path, Path(folder), placement.torch_dtype)
-        return _from_single_file(source, config, folder, placement, quantization)
 
 
-def _from_single_file(source: Source, config: dict, config_root: str, placement: Placement, quantization: dict):
-    from diffusers import FluxTransformer2DModel
-
-    from . import single_file
-
-    checkpoint = str(source.path)
-    width = config["num_attention_heads"] * config["attention_head_dim"]
-    try:
-        if single_file.layout_of(single_file.tensor_shapes(source.path)) == "bfl" and width != single_file.FLUX1_WIDTH:
-            from safetensors.torch import load_file
-
-            checkpoint = single_file.bfl_to_diffusers(load_file(str(source.path)), config)  # diffusers' assumes 3072
-        return FluxTransformer2DModel.from_single_file(
-            checkpoint, config=config_root, subfolder="transformer", torch_dtype=placement.torch_dtype,
-            **quantization,
-        )
-    except (OSError, ValueError, KeyError, RuntimeError, IndexError) as exc:
-        raise ModelSourceError(f"could not load transformer checkpoint {str(source.path)!r}: "
-                               f"{str(exc).splitlines()[0]}; is it a FLUX.1 transformer matching model.base?") from None
 
 
-def _require_flux_keys(path: Path, keys: list[str]) -> None:
-    if not any(k.endswith((_BFL_KEY, _DIFFUSERS_KEY)) for k in keys):
-        raise ModelSourceError(f"{str(path)!r} is not a FLUX.1 transformer checkpoint (no FLUX transformer keys "
-                               "found); pass the transformer file, not a VAE, LoRA or text encoder")
 
 
-def _transformer_config_root(source: Source, preset: str) -> Path:
-    """The base model's own transformer config when it has one, else the packaged published config."""
-    base = source.base.path if source.base else None
-    if base is not None and (base / "transformer" / "config.json").is_file():
-        return base
-    name = "FLUX.1-dev" if preset == "dev" else "FLUX.1-schnell"
-    return Path(str(resources.files("localflux").joinpath("flux_configs", name)))
 
 
 def source_files(source: Source) -> list[Path]:
     """The files whose bytes feed the pixels (``LoadedModel.files``), known before loading; none for tiny."""
     if source.kind == "single_file":
-        return [source.path] + _component_files(source.base.path, exclude=("transformer",))
-    return [] if source.kind == "tiny" else _component_files(source.path)
+        return [source.path] + component_files(source.base.path, exclude=("transformer",))
+    return [] if source.kind == "tiny" else component_files(source.path)
 
 
-def _component_files(root: Path | None, exclude: tuple[str, ...] = ()) -> list[Path]:
+def component_files(root: Path | None, exclude: tuple[str, ...] = ()) -> list[Path]:
+    """model_index.json and the files of every component folder it names (diffusers' own list)."""
     if root is None:
         return []
     files = [root / "model_index.json"]
-    for folder in COMPONENT_FOLDERS:
+    for folder in _component_folders(root):
         if folder in exclude or not (root / folder).is_dir():
             continue
         files += sorted(p for p in (root / folder).iterdir() if p.is_file() and not p.name.startswith("."))
     return files
 
 
-def _load_nf4(source: Source, placement: Placement, preset: str) -> LoadedModel:
-    """NF4 is quantized while loading (bitsandbytes), so it has its own path."""
-    from diffusers import FluxTransformer2DModel
-
-    from .memory.formats import nf4_config
-
-    quantization = {"quantization_config": nf4_config(placement.torch_dtype)}
-    if source.kind == "tiny":
-        raise ModelSourceError("memory.transformer = 'nf4' needs weights from a folder, hub id or single file, not 'tiny'")
-    if source.kind == "single_file":
-        transformer = _load_single_file_transformer(source, placement, preset, **quantization)
-        pipe = _from_pretrained(source.base, placement, transformer=transformer)
-        files = [source.path] + _component_files(source.base.path, exclude=("transformer",))
-        return LoadedModel(pipe, source, placement, preset, "none", files=files)
-    if source.path is None:
-        source = describe_source(source.text, download=True)
-    transformer = FluxTransformer2DModel.from_pretrained(str(source.path), subfolder="transformer",
-                                                         torch_dtype=placement.torch_dtype, **quantization)
-    pipe = _from_pretrained(source, placement, transformer=transformer)
-    return LoadedModel(pipe, source, placement, preset, "none", files=_component_files(source.path))
-
-
-def _place(pipe, placement: Placement, offload: str, plan=None) -> None:
-    """Weight formats first (fp8 casts on the CPU shrink what moves), then placement (memory/offload.py)."""
-    from .memory import formats, offload as offload_mod, text
-
-    if plan is not None:
-        formats.apply_transformer_format(pipe.transformer, plan.transformer, placement.torch_dtype, placement.device)
-        formats.apply_t5_format(pipe.text_encoder_2, plan.t5, placement.torch_dtype)
-    t5_on_cpu = plan is not None and plan.t5_device == "cpu"
-    # diffusers wants an explicit device for offload when there is no accelerator (CPU wiring tests).
-    offload_mod.place(pipe, placement.device, offload, t5_on_cpu=t5_on_cpu,
-                      group_blocks=plan.group_blocks if plan is not None else 1)
-    if plan is not None:
-        text.install(pipe, cache=plan.cache_t5, t5_dtype=placement.torch_dtype if plan.t5 != "full" else None)
+def _component_folders(root: Path) -> list[str]:
+    try:
+        index = json.loads((root / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(index, dict):
+        return []
+    return sorted(name for name, value in index.items()
+                  if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[1])

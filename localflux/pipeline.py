@@ -14,14 +14,24 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from . import config as config_mod
 from .config import Config
-from .loader import LoadedModel, Source, describe_source, detect_preset, load_model
-from .presets import PRESETS
+from .device import resolve_placement
+from .errors import ConfigError
+from .families import FAMILIES, Family
+from .geometry import PATCH
+from .hashing import sha256_file
+from .loader import LoadedModel, Source, describe_source, load_model
+from .memory.plan import MemoryPlan
+from .memory.resolve import resolve_plan
 from .prompts import PART_ORDER, join_prompt
-from .geometry import size_multiple, vae_scale_factor
+from .recipe import versions
+from .recipe_schema import SCHEMA_VERSION, FileRecord, ModelRecord, Recipe, SizeRecord
+from .render import RenderRequest, prompt_warnings, vae_tiling_enabled
 from .resolution import Size, resolve_size
-from .sampler import RenderRequest, vae_tiling_enabled
+from .tasks import TASKS, Prepared, Task
 
 log = logging.getLogger(__name__)
 
@@ -30,65 +40,86 @@ RANDOM_SEED_LIMIT = 2**32  # random seeds stay short enough to read and type
 
 @dataclass
 class Result:
-    image: object  # PIL.Image.Image
+    image: Image.Image
     seed: int
     recipe: dict
     path: Path | None = None
-    base_image: object | None = None  # the image before the upscale stage, when there was one
+    base_image: Image.Image | None = None  # the image before the upscale stage, when there was one
 
 
 @dataclass(frozen=True)
 class Plan:
+    """Everything decided before weights load: the family and preset (detected once), task, size, seeds."""
+
     config: Config  # preset applied, seed fixed, paths absolute
     source: Source
+    family: Family
+    task: Task
+    prepared: Prepared  # the task's inputs, read once
     size: Size
     seeds: list[int]
     request: RenderRequest
     prompt_parts: dict
     seed_was_random: bool
 
+    @property
+    def preset(self) -> str:
+        return self.config.model.preset
+
 
 def plan(config: Config) -> Plan:
     """Resolve a config into a concrete plan, without loading weights or downloading anything."""
     config = _absolute_paths(config)
-    source = describe_source(config.model.source, config.model.base, config.model.revision)
-    preset_name = config.model.preset if config.model.preset != "auto" else detect_preset(source)
-    config = config_mod.with_preset(config, PRESETS[preset_name])
+    source, family, preset = identify(config.model)
+    config = config_mod.with_preset(config, family.presets[preset])
+    family.validate(config)
+    task = TASKS.select(config, family, preset)
+    task.validate(config, family, preset)
     seed_was_random = config.sampling.seed is None
     if seed_was_random:
         config = config_mod.replace(config, **{"sampling.seed": secrets.randbelow(RANDOM_SEED_LIMIT)})
-    s = config.sampling
     size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect,
-                        multiple=size_multiple(source))
+                        multiple=PATCH * family.vae_scale_factor(source))
     parts = {name: getattr(config.prompt, name) for name in PART_ORDER}
-    final = join_prompt(parts)
-    if not final and not (config.prompt.clip or config.prompt.t5):
-        from .errors import ConfigError
-
+    prompts = family.encoder_prompts(config, join_prompt(parts))
+    if not any(prompts.values()):
         raise ConfigError("the prompt is empty; give --prompt TEXT or set prompt.subject in the config")
-    if config.lora:  # a missing LoRA must stop the run (a whole batch) before any model loads
+    _check_files(config)
+    prepared = task.prepare(config, family, preset, size)
+    size = prepared.size or size
+    s = config.sampling
+    request = RenderRequest(
+        prompts=prompts, negative_prompt=config.prompt.negative or None, width=size.width, height=size.height,
+        steps=s.steps, guidance=s.guidance, true_cfg=s.true_cfg, max_sequence_length=s.max_sequence_length,
+        vae_tiling=vae_tiling_enabled(config.memory.vae_tiling, size.width, size.height),
+    )
+    seeds = [s.seed + k for k in range(s.count)]
+    return Plan(config, source, family, task, prepared, size, seeds, request, parts, seed_was_random)
+
+
+def identify(model) -> tuple[Source, Family, str]:
+    """The source, family and preset of a ``[model]`` table: detected here, once per run, never again."""
+    source = describe_source(model.source, model.base, model.revision)
+    family = FAMILIES.detect(source)
+    preset = getattr(model, "preset", "auto")
+    preset = preset if preset != "auto" else family.detect_preset(source)
+    if preset not in family.presets:
+        raise ConfigError(f"model.preset {preset!r} is not a {family.label} preset; use auto or one of "
+                          f"{', '.join(family.presets)}")
+    return source, family, preset
+
+
+def _check_files(config: Config) -> None:
+    """A missing LoRA or upscaler must stop the run (a whole batch) before any model loads."""
+    if config.lora:
         from .lora.files import check_lora_path
 
         for entry in config.lora:
             check_lora_path(entry.path)
-    if config.upscale.enabled:  # an upscaler that cannot be found must stop the run before anything renders
+    if config.upscale.enabled:
         from .upscale.registry import check_reference
 
         check_reference(config.upscale.model)
-    request = RenderRequest(
-        clip_prompt=config.prompt.clip or final,
-        t5_prompt=config.prompt.t5 or final,
-        negative_prompt=config.prompt.negative or None,
-        width=size.width,
-        height=size.height,
-        steps=s.steps,
-        guidance=s.guidance,
-        true_cfg=s.true_cfg,
-        max_sequence_length=s.max_sequence_length,
-        vae_tiling=vae_tiling_enabled(config.memory.vae_tiling, size.width, size.height),
-    )
-    seeds = [s.seed + k for k in range(s.count)]
-    return Plan(config, source, size, seeds, request, parts, seed_was_random)
 
 
 def generate(config, *, save: bool = True, progress: bool = True, out_dir: str | Path | None = None,
@@ -105,7 +136,7 @@ def generate(config, *, save: bool = True, progress: bool = True, out_dir: str |
         from .output import check_output_dir
 
         check_output_dir(the_plan.config.output.dir)
-    model = load(the_plan.config)
+    model = load(the_plan)
     _announce(the_plan)
     _announce_loras(model)
     folder = None
@@ -113,9 +144,7 @@ def generate(config, *, save: bool = True, progress: bool = True, out_dir: str |
         from .output import ensure_output_dir
 
         folder = ensure_output_dir(the_plan.config.output.dir)
-    from .sampler import warn_if_truncated
-
-    warnings = warn_if_truncated(model.pipe, the_plan.request)
+    warnings = prompt_warnings(the_plan.family, model.pipe, the_plan.request)
     results = []
     batches = _batches(the_plan.seeds, the_plan.config.sampling.batch_size)
     bar = _image_bar(len(the_plan.seeds), progress)
@@ -143,20 +172,17 @@ def coerce_config(config) -> Config:
     raise TypeError(f"config must be a path, a dict or a localflux Config, not {type(config).__name__}")
 
 
-def load(config: Config) -> LoadedModel:
-    from .device import resolve_placement
-    from .memory.resolve import resolve_plan
-
+def load(the_plan: Plan) -> LoadedModel:
+    """The model for a plan: loaded (or reused) with its memory plan, then the LoRA stage."""
+    config = the_plan.config
     placement = resolve_placement(config.model.device, config.model.dtype)
-    source = describe_source(config.model.source, config.model.base, config.model.revision)
-    preset = config.model.preset if config.model.preset != "auto" else detect_preset(source)
-    memory_plan = resolve_plan(config, source, preset, placement)
+    memory_plan = memory_plan_for(the_plan, placement)
     if memory_plan.chosen_by == "auto":
         log.info("memory plan: %s (%s)", memory_plan.label(), memory_plan.reason)
 
     def load_base():
-        return load_model(config.model, placement, offload=memory_plan.offload, memory_plan=memory_plan,
-                          speed=config.speed)
+        return load_model(config.model, placement, family=the_plan.family, preset=the_plan.preset,
+                          memory_plan=memory_plan, speed=config.speed)
 
     model = load_base()
     if config.lora or model.lora_state is not None:  # the LoRA stage; also cleans LoRAs a previous render left
@@ -166,13 +192,19 @@ def load(config: Config) -> LoadedModel:
     return model
 
 
+def memory_plan_for(the_plan: Plan, placement) -> MemoryPlan:
+    return resolve_plan(the_plan.config, the_plan.source, the_plan.family, the_plan.preset, placement,
+                        PATCH * the_plan.family.vae_scale_factor(the_plan.source))
+
+
 def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings: list[str], *, progress: bool = True) -> list[Result]:
     """Render ``seeds`` in one forward pass and attach each image's recipe (and upscale, if enabled)."""
-    from .sampler import render
+    from .render import render
 
     index0 = the_plan.seeds.index(seeds[0])
     desc = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
-    images, sigmas = render(model.pipe, the_plan.request, seeds, progress=progress, desc=desc)
+    images, sigmas = render(model.pipe, the_plan.family, the_plan.request, seeds, the_plan.prepared.kwargs,
+                            progress=progress, desc=desc)
     results = []
     for position, (seed, image) in enumerate(zip(seeds, images)):
         recipe = build_recipe(the_plan, model, seed, index0 + position, sigmas, warnings, batch_seeds=seeds)
@@ -196,42 +228,40 @@ def upscale_stage(image, upscale, device: str, *, progress: bool = True):
 
 def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigmas: list[float], warnings: list[str],
                  batch_seeds: list[int]) -> dict:
-    from .hashing import sha256_file
-    from .recipe import SCHEMA_VERSION, versions
-
     config = the_plan.config
-    files = [{"path": str(path), "sha256": sha256_file(path), "size": path.stat().st_size} for path in model.files]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "localflux_version": versions()["localflux"],
+    request = the_plan.request
+    files = [FileRecord(str(path), sha256_file(path), path.stat().st_size) for path in model.files]
+    return Recipe(
+        schema_version=SCHEMA_VERSION,
+        localflux_version=versions()["localflux"],
         # where the file is saved is not part of how its pixels are made (and would break byte-identity)
-        "config": {key: value for key, value in config.to_dict().items() if key != "output"},
-        "seed": seed,
-        "index": index,
-        "size": {"width": the_plan.size.width, "height": the_plan.size.height,
-                 "requested": list(the_plan.size.requested)},
-        "prompt": {"parts": the_plan.prompt_parts, "final": join_prompt(the_plan.prompt_parts),
-                   "clip": the_plan.request.clip_prompt, "t5": the_plan.request.t5_prompt,
-                   "negative": the_plan.request.negative_prompt},
-        "sigmas": sigmas,
-        "model": {"source": config.model.source, "kind": model.source.kind, "preset": model.preset,
-                  "base": config.model.base, "files": files, "fingerprint": model.fingerprint},
-        "versions": versions(),
-        "device": model.placement.device,
-        "dtype": model.placement.dtype,
-        "decisions": {
+        config={key: value for key, value in config.to_dict().items() if key != "output"},
+        seed=seed,
+        index=index,
+        size=SizeRecord(the_plan.size.width, the_plan.size.height, list(the_plan.size.requested)),
+        prompt={"parts": the_plan.prompt_parts, "final": join_prompt(the_plan.prompt_parts), **request.prompts,
+                "negative": request.negative_prompt},
+        sigmas=sigmas,
+        model=ModelRecord(config.model.source, model.source.kind, model.preset, config.model.base, files,
+                          model.fingerprint, family=the_plan.family.name),
+        versions=versions(),
+        device=model.placement.device,
+        dtype=model.placement.dtype,
+        decisions={
             "offload": model.offload,
-            "vae_tiling": the_plan.request.vae_tiling,
+            "vae_tiling": request.vae_tiling,
             "batch_seeds": list(batch_seeds),
             "attention_backend": attention_backend(model.pipe.transformer),
-            "true_cfg_active": the_plan.request.true_cfg > 1 and bool(the_plan.request.negative_prompt),
+            "true_cfg_active": request.true_cfg > 1 and bool(request.negative_prompt),
             "memory": model.memory_plan,  # formats and offload that were applied; replay reuses them
             "speed": model.speed,
         },
-        "warnings": list(warnings),
-        "upscale_steps": [],  # one record per upscale applied, oldest first (chained stage, `localflux upscale`)
-        "loras": model.lora_state.records() if model.lora_state is not None else [],
-    }
+        warnings=list(warnings),
+        upscale_steps=[],  # one record per upscale applied, oldest first (chained stage, `localflux upscale`)
+        loras=model.lora_state.records() if model.lora_state is not None else [],
+        task={"name": the_plan.task.name, **the_plan.prepared.record},
+        inputs=list(the_plan.prepared.inputs),
+    ).to_dict()
 
 
 def save_result(result: Result, folder: Path, config: Config) -> Path:
@@ -287,9 +317,10 @@ def _announce_loras(model: LoadedModel) -> None:
 def _absolute_paths(config: Config) -> Config:
     """Paths the user gave relative to the working directory become absolute, so recipes replay anywhere."""
     changes = {}
+    builtin = FAMILIES.builtin_names()  # built-in names win over files of that name (write ./tiny for those)
     for key, value in (("model.source", config.model.source), ("model.base", config.model.base),
                        ("output.dir", config.output.dir)):
-        if value and (key == "output.dir" or Path(value).exists()):
+        if value and (key == "output.dir" or (Path(value).exists() and value not in builtin)):
             absolute = str(Path(value).expanduser().resolve())
             if absolute != value:
                 changes[key] = absolute
@@ -297,19 +328,6 @@ def _absolute_paths(config: Config) -> Config:
     if loras != [dataclasses.asdict(e) for e in config.lora]:
         changes["lora"] = loras  # recipes find LoRAs by absolute path
     return config_mod.replace(config, **changes) if changes else config
-
-
-def scheduler_config(source: Source, preset: str) -> dict:
-    """The model's own scheduler config when it is on disk, else the published one for its preset."""
-    import json
-    from importlib import resources
-
-    root = source.base.path if source.kind == "single_file" and source.base else source.path
-    if root is not None and (root / "scheduler" / "scheduler_config.json").is_file():
-        return json.loads((root / "scheduler" / "scheduler_config.json").read_text())
-    name = "FLUX.1-dev" if preset == "dev" else "FLUX.1-schnell"
-    return json.loads(resources.files("localflux").joinpath("flux_configs", name, "scheduler",
-                                                            "scheduler_config.json").read_text())
 
 
 def describe(the_plan: Plan) -> str:
@@ -327,20 +345,16 @@ def describe(the_plan: Plan) -> str:
         f"steps: {r.steps}, guidance: {r.guidance}, true_cfg: {r.true_cfg}, max_sequence_length: {r.max_sequence_length}",
         f"seeds: {', '.join(str(s) for s in the_plan.seeds[:8])}{' ...' if len(the_plan.seeds) > 8 else ''}"
         f" ({len(the_plan.seeds)} image(s), {c.sampling.batch_size} per pass)",
-        f"prompt: {r.t5_prompt}",
+        f"prompt: {join_prompt(the_plan.prompt_parts) or next(v for v in r.prompts.values() if v)}",
         f"memory: plan={c.memory.plan}, transformer={c.memory.transformer}, t5={c.memory.t5}, "
         f"offload={c.memory.offload}, vae_tiling={'on' if r.vae_tiling else 'off'}",
         f"output: {c.output.dir}",
     ]
     if r.negative_prompt:
         lines.insert(5, f"negative: {r.negative_prompt} ({'used' if r.true_cfg > 1 else 'unused: true_cfg is 1'})")
-    from .device import resolve_placement
-    from .schedule import flux_sigmas
-
     placement = resolve_placement(c.model.device, c.model.dtype)
     lines.append(f"device: {placement.device}, {placement.dtype}")
-    sigmas = flux_sigmas(scheduler_config(the_plan.source, c.model.preset), r.steps, r.width, r.height,
-                         vae_scale_factor(the_plan.source))
+    sigmas = the_plan.family.sigmas(the_plan.source, c.model.preset, r.steps, r.width, r.height)
     lines.append("sigmas: " + ", ".join(f"{x:.4f}" for x in sigmas[:10]) + (" ..." if len(sigmas) > 10 else ""))
     for entry in c.lora:
         lines.append(f"lora: {entry.path} x{entry.scale:g}{'' if entry.strict else ' (strict = false)'}"

@@ -16,14 +16,18 @@ from pathlib import Path
 
 from .errors import RecipeError
 from .output import atomic_write_bytes
+from .recipe_schema import EXTENSION_KEYS, MISSING, SCHEMA_VERSION, Recipe, fields, migrate
 
-SCHEMA_VERSION = 1
 CHUNK_RECIPE = "localflux"
 CHUNK_PARAMETERS = "parameters"
-RECIPE_KEYS = (
-    "schema_version", "localflux_version", "config", "seed", "index", "size", "prompt", "sigmas",
-    "model", "versions", "device", "dtype", "decisions", "warnings", "upscale_steps",
-)
+RECIPE_KEYS = tuple(f.name for f in fields(Recipe) if f.default is MISSING and f.default_factory is MISSING)
+
+def add_extension(recipe: dict, name: str, record: dict) -> dict:
+    """Attach a batch / sweep / training-preview record to a recipe (its ``extensions`` table)."""
+    if name not in EXTENSION_KEYS:
+        raise ValueError(f"unknown recipe extension {name!r}")  # a bug in the caller
+    recipe.setdefault("extensions", {})[name] = record
+    return recipe
 
 
 def versions() -> dict[str, str]:
@@ -106,21 +110,16 @@ def read_png_text(path: str | Path) -> dict[str, str]:
 
 
 def read_recipe(path: str | Path) -> dict:
-    """The recipe embedded in a localflux PNG, checked for shape and schema version."""
+    """The recipe embedded in a localflux PNG, migrated to the current schema and checked for shape and types."""
     text = read_png_text(path).get(CHUNK_RECIPE)
     if text is None:
         raise RecipeError(f"{str(path)!r} has no localflux recipe (no '{CHUNK_RECIPE}' PNG text chunk); "
                           "only images saved by localflux can be replayed")
     try:
-        recipe = json.loads(text)
-    except json.JSONDecodeError:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
         raise RecipeError(f"the recipe in {str(path)!r} is not valid JSON; the file was altered") from None
-    if not isinstance(recipe, dict) or not isinstance(recipe.get("schema_version"), int):
-        raise RecipeError(f"the recipe in {str(path)!r} has no schema_version; the file was altered")
-    if recipe["schema_version"] > SCHEMA_VERSION:
-        raise RecipeError(f"{str(path)!r} was made by a newer localflux (recipe schema {recipe['schema_version']}, "
-                          f"this version reads up to {SCHEMA_VERSION}); upgrade localflux to replay it")
-    missing = [key for key in RECIPE_KEYS if key not in recipe]
-    if missing:
-        raise RecipeError(f"the recipe in {str(path)!r} lacks {', '.join(missing)}; the file was altered")
-    return recipe
+    try:
+        return Recipe.from_dict(migrate(data)).to_dict()
+    except RecipeError as exc:
+        raise RecipeError(f"the recipe in {str(path)!r} {exc}") from None

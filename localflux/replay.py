@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import config as config_mod
 from .errors import ConfigError, RecipeError, WeightsMismatchError
+from .families import FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,15 @@ def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
         "sampling.seed": batch_seeds[0],
         "sampling.count": len(batch_seeds),
         "sampling.batch_size": len(batch_seeds),
-        # the recorded final texts, not the parts: a later phrase library must not change the prompt
-        "prompt.clip": recipe["prompt"]["clip"],
-        "prompt.t5": recipe["prompt"]["t5"],
         "memory.vae_tiling": "on" if recipe["decisions"]["vae_tiling"] else "off",
         "memory.offload": recipe["decisions"]["offload"],
         "model.device": device or recipe["device"],
         "model.dtype": recipe["dtype"],
         "upscale.enabled": False,  # every recorded upscale step is redone from its record instead
     }
+    # the recorded final texts, not the parts: a later phrase library must not change the prompt
+    family = FAMILIES.by_name(recipe["model"]["family"])
+    overrides.update(family.recorded_prompt_keys(recipe["prompt"]))
     if recipe.get("loras"):  # replay with the recorded fuse mode (fused and unfused differ by rounding)
         overrides["lora_options.fuse"] = recipe["loras"][0]["fuse"]
     if recipe["decisions"].get("memory"):  # the recorded plan, never a new automatic choice
@@ -117,7 +118,7 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
         raise RecipeError(f"the recipe in {str(image_path)!r} is malformed (bad or missing {exc}); "
                           "the file was altered") from None
     the_plan = pipeline.plan(config)
-    model = pipeline.load(the_plan.config)
+    model = pipeline.load(the_plan)
     expected_fp = recipe["model"].get("fingerprint")
     if expected_fp and model.fingerprint != expected_fp:
         raise WeightsMismatchError(f"built-in model {recipe['model']['source']!r} differs from the one this image was "

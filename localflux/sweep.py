@@ -13,6 +13,9 @@ recipes record that mode, so replays use it too.
 
 from __future__ import annotations
 
+from .recipe import add_extension
+from .render import prompt_warnings
+
 import dataclasses
 import json
 import logging
@@ -159,7 +162,6 @@ def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str 
     ``on_cell(cell)`` is called as each cell is done (saved), so a caller can report it at once.
     """
     from . import pipeline
-    from .sampler import warn_if_truncated
 
     plans = plan_sweep(config, seeds, key, values, out_dir=out_dir)
     folder = None
@@ -170,11 +172,11 @@ def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str 
     sweep = Sweep(key, list(values), list(seeds))
     announced = set()
     for row, column, seed, value, the_plan in plans:
-        model = pipeline.load(the_plan.config)
+        model = pipeline.load(the_plan)
         _announce(model, announced)
-        warnings = warn_if_truncated(model.pipe, the_plan.request)
+        warnings = prompt_warnings(the_plan.family, model.pipe, the_plan.request)
         result = pipeline.render_batch(the_plan, model, [seed], warnings, progress=False)[0]
-        result.recipe["sweep"] = {"key": key, "value": value, "row": row, "column": column}
+        add_extension(result.recipe, "sweep", {"key": key, "value": value, "row": row, "column": column})
         path = None
         if folder is not None:
             from .output import unique_path

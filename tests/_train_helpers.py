@@ -78,7 +78,7 @@ def listening_tiny(tmp_path_factory) -> Path:
     """
     import torch
 
-    from localflux.tiny import build_tiny_pipeline
+    from localflux.families.flux1.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline("schnell")
     with torch.no_grad():

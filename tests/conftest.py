@@ -36,7 +36,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_folders(tmp_path_factory) -> dict[str, Path]:
     """The tiny dev-like and schnell-like models saved as ordinary diffusers folders."""
-    from localflux.tiny import save_tiny_model
+    from localflux.families.flux1.tiny import save_tiny_model
 
     root = tmp_path_factory.mktemp("models")
     folders = {}

@@ -76,7 +76,7 @@ def merged_deltas(path, scale=1.0, variant="dev", strict=True):
     for the transformer and the CLIP text encoder."""
     from localflux.config import LoraConfig
     from localflux.lora.apply import apply_loras
-    from localflux.tiny import build_tiny_pipeline
+    from localflux.families.flux1.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(variant)
     parts = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder}

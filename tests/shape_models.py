@@ -50,7 +50,7 @@ def build_shape_pipeline(name: str, seed: int = 7):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, T5TokenizerFast
 
-    from localflux import tiny
+    from localflux.families.flux1 import tiny
 
     shape = SHAPES[name]
     blocks = len(shape["vae"]["block_out_channels"])

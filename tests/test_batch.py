@@ -303,10 +303,10 @@ def test_failures_are_recorded_retried_and_counted(tmp_path, run_cli, monkeypatc
     folder = tmp_path / "out"
     items = load_job(job).items
     recipe = read_recipe(folder / items[1].filename)
-    assert recipe["batch"]["item_id"] == items[1].item_id
+    assert recipe["extensions"]["batch"]["item_id"] == items[1].item_id
     assert recipe["decisions"]["offload"] == "model" and recipe["decisions"]["vae_tiling"] is True
-    assert "out of memory on the first attempt" in recipe["batch"]["low_memory"]
-    assert read_states(folder)[items[1].item_id].low_memory == recipe["batch"]["low_memory"]
+    assert "out of memory on the first attempt" in recipe["extensions"]["batch"]["low_memory"]
+    assert read_states(folder)[items[1].item_id].low_memory == recipe["extensions"]["batch"]["low_memory"]
 
     code, out, _ = run_cli("batch", job, "--status")
     assert code == 0 and "done: 4\nfailed: 2\npending: 0" in out
@@ -357,4 +357,4 @@ def test_a_foreign_file_where_an_item_goes_is_never_overwritten(tmp_path, run_cl
 def test_shipped_demo_job_expands():
     demo = load_job(REPO / "jobs" / "demo.toml")
     assert len(demo.items) == 12 and demo.folder == (REPO / "renders" / "demo-batch").resolve()
-    assert demo.items[3].plan.size.width == 192 and "Portra 400" in demo.items[0].plan.request.t5_prompt
+    assert demo.items[3].plan.size.width == 192 and "Portra 400" in demo.items[0].plan.request.prompts["t5"]

@@ -2,7 +2,7 @@ import pytest
 
 from localflux.config import load_config, parse_set_value, with_preset
 from localflux.errors import ConfigError
-from localflux.presets import PRESETS
+from localflux.families.flux1.presets import PRESETS
 
 
 def write(tmp_path, text, name="c.toml"):

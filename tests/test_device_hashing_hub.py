@@ -67,9 +67,12 @@ def test_loaded_pipelines_are_reused_within_a_process():
     from localflux.config import ModelConfig
 
     placement = device.Placement("cpu", "float32")
-    first = loader.load_model(ModelConfig(source="tiny"), placement)
-    assert loader.load_model(ModelConfig(source="tiny"), placement) is first
-    assert loader.load_model(ModelConfig(source="tiny-dev"), placement) is not first
+    from localflux.families import FAMILIES
+
+    flux1 = FAMILIES.by_name("flux1")
+    first = loader.load_model(ModelConfig(source="tiny"), placement, family=flux1, preset="schnell")
+    assert loader.load_model(ModelConfig(source="tiny"), placement, family=flux1, preset="schnell") is first
+    assert loader.load_model(ModelConfig(source="tiny-dev"), placement, family=flux1, preset="dev") is not first
 
 
 def _raise(exc):
@@ -132,4 +135,6 @@ def test_cached_hub_snapshot_is_used_as_a_folder(monkeypatch, tiny_folders):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(tiny_folders["dev"]))
     source = loader.describe_source("black-forest-labs/FLUX.1-dev", download=True)
     assert source.kind == "hub" and source.path == tiny_folders["dev"]
-    assert loader.detect_preset(source) == "dev"
+    from localflux.families import FAMILIES
+
+    assert FAMILIES.detect(source).detect_preset(source) == "dev"

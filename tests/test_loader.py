@@ -48,7 +48,8 @@ def test_fp8_stored_single_file_is_upcast_on_load(tiny_folders, tmp_path):
     shutil.copytree(folder, rounded)
     save_file({k: v.to(torch.float32) for k, v in fp8.items()}, rounded / "transformer" / "diffusion_pytorch_model.safetensors")
     from localflux.device import Placement
-    from localflux.loader import _load_single_file_transformer, describe_source
+    from localflux.families.flux1.loading import _load_single_file_transformer
+    from localflux.loader import describe_source
 
     loaded = _load_single_file_transformer(describe_source(str(single), str(folder)), Placement("cpu", "float32"), "schnell")
     for key, value in load_file(rounded / "transformer" / "diffusion_pytorch_model.safetensors").items():
@@ -64,7 +65,8 @@ def test_bfl_keys_convert_to_a_real_width_model_on_the_meta_device():
     from diffusers import FluxTransformer2DModel
     from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
 
-    from localflux.loader import _transformer_config_root, Source
+    from localflux.families.flux1.loading import _transformer_config_root
+    from localflux.loader import Source
 
     root = _transformer_config_root(Source("single_file", "x"), "dev")
     config = json.loads((root / "transformer" / "config.json").read_text())
@@ -82,7 +84,8 @@ def test_bfl_single_file_at_real_width_round_trips(tmp_path):
     from diffusers import FluxTransformer2DModel
 
     from localflux.device import Placement
-    from localflux.loader import _load_single_file_transformer, describe_source
+    from localflux.families.flux1.loading import _load_single_file_transformer
+    from localflux.loader import describe_source
 
     base = tmp_path / "base"
     config = json.loads((_packaged("FLUX.1-dev") / "transformer" / "config.json").read_text())
@@ -106,7 +109,7 @@ def _packaged(name):
     from importlib import resources
     from pathlib import Path
 
-    return Path(str(resources.files("localflux").joinpath("flux_configs", name)))
+    return Path(str(resources.files("localflux").joinpath("families", "flux1", "configs", name)))
 
 
 def test_model_cpu_offload_wiring_gives_the_same_pixels(tiny_folders):

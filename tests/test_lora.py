@@ -56,8 +56,12 @@ def render(loras=(), fuse="auto", **extra):
 
 def reference(path, scale):
     """diffusers alone: load_lora_weights on a fresh tiny pipeline, adapter weight = scale."""
-    from localflux.sampler import render as sampler_render
-    from localflux.tiny import build_tiny_pipeline
+    from localflux.render import render as _render
+
+    def sampler_render(pipe, request, seeds, **kw):
+        return _render(pipe, FAMILIES.by_name("flux1"), request, seeds, **kw)
+    from localflux.families import FAMILIES
+    from localflux.families.flux1.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline("schnell")
     pipe.load_lora_weights(str(path), adapter_name="ref")
@@ -246,7 +250,7 @@ def test_lora_flag_parsing():
 def test_fp8_or_quantized_base_is_never_fused():
     from localflux.lora.apply import resolve_fuse_mode
 
-    model = pipeline.load(pipeline.coerce_config(dict(BASE)))
+    model = pipeline.load(pipeline.plan(pipeline.coerce_config(dict(BASE))))
     assert resolve_fuse_mode("auto", model.pipe) == "fused"
     transformer = model.pipe.transformer
     transformer.hf_quantizer = object()  # what diffusers sets on a quantized model
@@ -262,7 +266,7 @@ def test_qkv_fusion_only_after_merging(files):
     image, _ = render([{"path": files["kohya"], "scale": 1.0}], fuse="fused")
     loader.clear_cache()
     try:
-        model = pipeline.load(pipeline.coerce_config(dict(BASE)))
+        model = pipeline.load(pipeline.plan(pipeline.coerce_config(dict(BASE))))
         model.pipe.transformer.fuse_qkv_projections()
         with pytest.raises(LoraError, match="QKV"):
             render([{"path": files["kohya"], "scale": 1.0}], fuse="unfused")
@@ -311,7 +315,7 @@ def test_write_kohya_exports_trainer_state_dicts(tmp_path):
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from localflux.tiny import build_tiny_pipeline
+    from localflux.families.flux1.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline("schnell")
     targets = ["x_embedder", "context_embedder", "norm_out.linear", "proj_out", "norm.linear",
@@ -398,7 +402,11 @@ def test_lora_round_trips_on_models_of_other_shapes(shape_folders, tmp_path, run
     kohya (q/k/v and linear1 split sizes from the model) and back, renders what diffusers renders."""
     from diffusers import FluxPipeline
 
-    from localflux.sampler import render as sampler_render
+    from localflux.render import render as _render
+
+    def sampler_render(pipe, request, seeds, **kw):
+        return _render(pipe, FAMILIES.by_name("flux1"), request, seeds, **kw)
+    from localflux.families import FAMILIES
 
     folder = shape_folders[name]
     pipe = FluxPipeline.from_pretrained(folder)

@@ -29,7 +29,7 @@ def test_generate_is_within_ten_percent_of_plain_fluxpipeline():
     import torch
 
     from localflux import pipeline
-    from localflux.tiny import build_tiny_pipeline
+    from localflux.families.flux1.tiny import build_tiny_pipeline
 
     config = {"model": {"source": "tiny", "device": "cpu"}, "prompt": {"subject": "a fox in snow"},
               "size": {"width": 64, "height": 64}, "sampling": {"seed": 1, "steps": 4}}

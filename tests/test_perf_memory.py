@@ -120,7 +120,7 @@ def test_t5_cache_reuses_embeddings_exactly():
     reference, _ = render()
     pixels, _ = render({"cache_t5": True})
     assert np.array_equal(pixels, reference)
-    model = pipeline.load(pipeline.plan(pipeline.coerce_config({**BASE, "memory": {"cache_t5": True}})).config)
+    model = pipeline.load(pipeline.plan(pipeline.coerce_config({**BASE, "memory": {"cache_t5": True}})))
     calls = []
     handle = model.pipe.text_encoder_2.register_forward_hook(lambda *a: calls.append(1))
     for seed in (7, 8):
@@ -160,7 +160,7 @@ def test_auto_plan_is_printed_recorded_and_not_redecided_on_replay(tmp_path, run
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory):
     from gguf_tiny import write_q8_gguf
-    from localflux.tiny import build_tiny_pipeline
+    from localflux.families.flux1.tiny import build_tiny_pipeline
 
     path = tmp_path_factory.mktemp("gguf") / "tiny-dev-Q8_0.gguf"
     write_q8_gguf(build_tiny_pipeline("dev").transformer.state_dict(), path)

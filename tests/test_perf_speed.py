@@ -7,17 +7,18 @@ import pytest
 import torch
 
 from localflux.config import SpeedConfig
-from localflux.sampler import RenderRequest, render
+from localflux.families import FAMILIES
+from localflux.render import RenderRequest, render
 from localflux.speed import apply_speed, check_adapters_not_bypassed, prepare_lora_hotswap, unmerged_lora_adapters
-from localflux.tiny import build_tiny_pipeline
+from localflux.families.flux1.tiny import build_tiny_pipeline
 
 
 def request(prompt="a fox in snow", size=64):
-    return RenderRequest(prompt, prompt, None, size, size, 2, 0.0, 1.0, 32, False)
+    return RenderRequest({"clip": prompt, "t5": prompt}, None, size, size, 2, 0.0, 1.0, 32, False)
 
 
 def pixels(pipe, seed=1, **kw):
-    images, _ = render(pipe, request(**kw), [seed], progress=False)
+    images, _ = render(pipe, FAMILIES.by_name("flux1"), request(**kw), [seed], progress=False)
     return np.asarray(images[0], dtype=np.int16)
 
 

@@ -102,8 +102,9 @@ def test_warns_when_clip_truncates(caplog):
 
 def test_clip_window_is_the_models_own():
     # a CLIP tokenizer with a 16-token window: FluxPipeline truncates there, so the warning must too
-    from localflux.sampler import RenderRequest, warn_if_truncated
-    from localflux.tiny import build_tiny_components
+    from localflux.families import FAMILIES
+    from localflux.render import RenderRequest
+    from localflux.families.flux1.tiny import build_tiny_components
 
     from diffusers import FluxPipeline
 
@@ -113,7 +114,10 @@ def test_clip_window_is_the_models_own():
     assert pipe.tokenizer_max_length == 16
 
     def request(prompt):
-        return RenderRequest(prompt, prompt, None, 32, 32, 1, 0.0, 1.0, 64, False)
+        return RenderRequest({"clip": prompt, "t5": prompt}, None, 32, 32, 1, 0.0, 1.0, 64, False)
+
+    def warn_if_truncated(pipe, request):
+        return FAMILIES.by_name("flux1").prompt_warnings(pipe, request)
 
     assert warn_if_truncated(pipe, request("a" * 10)) == []  # 10 characters + end token fit in 16
     (warning,) = warn_if_truncated(pipe, request("a" * 20))
@@ -131,7 +135,7 @@ def test_sigmas_match_diffusers_scheduler(variant, steps, width, height):
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
     name = "FLUX.1-dev" if variant == "dev" else "FLUX.1-schnell"
-    config = json.loads(resources.files("localflux").joinpath("flux_configs", name, "scheduler",
+    config = json.loads(resources.files("localflux").joinpath("families", "flux1", "configs", name, "scheduler",
                                                               "scheduler_config.json").read_text())
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
     seq = (width // 16) * (height // 16)

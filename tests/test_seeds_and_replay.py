@@ -84,7 +84,7 @@ def test_recipe_chunks_sidecar_and_names(tmp_path):
     assert first[0].path.read_bytes() == again[0].path.read_bytes()  # no timestamps: same inputs, same bytes
     recipe = read_recipe(first[1].path)
     assert set(RECIPE_KEYS) <= set(recipe)
-    assert recipe["schema_version"] == 1 and recipe["seed"] == 43
+    assert recipe["schema_version"] == 2 and recipe["seed"] == 43
     assert recipe["size"] == {"width": 64, "height": 48, "requested": [64, 48]}
     assert recipe["model"]["kind"] == "tiny" and len(recipe["model"]["fingerprint"]) == 64
     assert len(recipe["sigmas"]) == 3 and recipe["sigmas"][0] == 1.0

@@ -75,10 +75,11 @@ def test_memory_estimates_use_the_models_configs(shape_folders):
 
     from localflux.loader import describe_source
     from localflux.memory.plan import DENOISE_ACTIVATION_FACTOR, Workload, activation_bytes
-    from localflux.memory.resolve import footprint_for
+    from localflux.families import FAMILIES
 
     folder = shape_folders[DEV]
-    fp = footprint_for(describe_source(str(folder)), "dev")
+    source = describe_source(str(folder))
+    fp = FAMILIES.detect(source).footprint(source, "dev")
     pipe = FluxPipeline.from_pretrained(folder, dtype=torch.float32)
     assert fp.transformer == sum(p.numel() for p in pipe.transformer.parameters())
     assert fp.t5 == sum(p.numel() for p in pipe.text_encoder_2.parameters())
@@ -139,7 +140,10 @@ def test_single_file_with_fewer_blocks_than_its_base(shape_folders, tmp_path):
 
     # memory estimates count the file's transformer, not the base's
     from localflux.loader import describe_source
-    from localflux.memory.resolve import footprint_for
+    from localflux.families import FAMILIES
+
+    def footprint_for(source, preset):
+        return FAMILIES.detect(source).footprint(source, preset)
 
     fp = footprint_for(describe_source(str(single), str(folder)), "schnell")
     assert fp.transformer == sum(p.numel() for p in pruned.parameters())

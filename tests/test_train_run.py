@@ -113,16 +113,17 @@ def test_load_lora_weights_renders_like_merging_by_hand(trained, listening_tiny)
     """diffusers' loader applies exactly W + alpha/r * B A (fused by hand here) to the right layers."""
     from diffusers import FluxPipeline
 
-    from localflux.sampler import RenderRequest, render
+    from localflux.families import FAMILIES
+    from localflux.render import RenderRequest, render
 
     _, result = trained
-    request = RenderRequest(PROMPT, PROMPT, None, 64, 64, 4, 0.0, 1.0, 256, False)
+    request = RenderRequest({"clip": PROMPT, "t5": PROMPT}, None, 64, 64, 4, 0.0, 1.0, 256, False)
     loaded = FluxPipeline.from_pretrained(listening_tiny)
     loaded.load_lora_weights(str(result.lora_path))
-    by_loader = np.asarray(render(loaded, request, [7], progress=False)[0][0], dtype=np.int16)
+    by_loader = np.asarray(render(loaded, FAMILIES.by_name("flux1"), request, [7], progress=False)[0][0], dtype=np.int16)
 
     manual = FluxPipeline.from_pretrained(listening_tiny)
-    base = np.asarray(render(manual, request, [7], progress=False)[0][0], dtype=np.int16)
+    base = np.asarray(render(manual, FAMILIES.by_name("flux1"), request, [7], progress=False)[0][0], dtype=np.int16)
     tensors = lora_tensors(result.lora_path)
     modules = dict(manual.transformer.named_modules())
     with torch.no_grad():
@@ -130,7 +131,7 @@ def test_load_lora_weights_renders_like_merging_by_hand(trained, listening_tiny)
             name = key[len("transformer."):].split(".lora_A.")[0]
             down, up = tensors[key].float(), tensors[key.replace(".lora_A.", ".lora_B.")].float()
             modules[name].weight += (8 / 8) * up @ down
-    by_hand = np.asarray(render(manual, request, [7], progress=False)[0][0], dtype=np.int16)
+    by_hand = np.asarray(render(manual, FAMILIES.by_name("flux1"), request, [7], progress=False)[0][0], dtype=np.int16)
     assert np.abs(by_loader - by_hand).max() <= 1  # fused vs unfused float order
     assert np.abs(by_loader - base).mean() > 5  # and the LoRA does change the image
 
@@ -150,7 +151,7 @@ def test_previews_are_what_a_user_renders(trained, listening_tiny):
     assert sorted(p.name for p in samples.iterdir() if p.is_dir()) == ["step-000000", "step-000075", "step-000150"]
     preview = samples / "step-000150" / "p01-s42.png"
     recipe = read_recipe(preview)
-    assert recipe["training_preview"]["step"] == 150 and recipe["config"]["sampling"]["steps"] == 4
+    assert recipe["extensions"]["training_preview"]["step"] == 150 and recipe["config"]["sampling"]["steps"] == 4
 
     pipe = FluxPipeline.from_pretrained(listening_tiny)
     pipe.load_lora_weights(str(result.lora_path))

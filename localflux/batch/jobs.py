@@ -288,7 +288,7 @@ def item_id(the_plan, hashes: _FileHashes | None = None) -> str:
     payload = {
         "scheme": ID_SCHEME,
         "config": _files_to_hashes(config, hashes),
-        "prompt": {"clip": request.clip_prompt, "t5": request.t5_prompt, "negative": request.negative_prompt},
+        "prompt": {**request.prompts, "negative": request.negative_prompt},
         "size": [request.width, request.height],
         "seed": the_plan.seeds[0],
         "model_sha256": model_hashes,

@@ -16,6 +16,9 @@ appends to its own manifest shard; process 0 holds the folder lock for the whole
 
 from __future__ import annotations
 
+from ..recipe import add_extension
+from ..render import prompt_warnings
+
 import gc
 import hashlib
 import logging
@@ -203,7 +206,7 @@ def _adopt(job: Job, item: Item) -> Record | None:
         recipe = read_recipe(path)
     except RecipeError:
         recipe = {}
-    batch = recipe.get("batch") or {}
+    batch = (recipe["extensions"].get("batch") or {}) if recipe else {}
     if batch.get("item_id") != item.item_id:
         raise OutputError(f"{str(path)!r} exists but is not {item.label} of this job; move it out of the job folder "
                           "(localflux never overwrites files)")
@@ -260,10 +263,9 @@ def _render_item(job: Job, item: Item) -> Record:
 
 def _render(item: Item, the_plan, low_memory: str | None):
     from .. import pipeline
-    from ..sampler import warn_if_truncated
 
-    model = pipeline.load(the_plan.config)
-    warnings = warn_if_truncated(model.pipe, the_plan.request)
+    model = pipeline.load(the_plan)
+    warnings = prompt_warnings(the_plan.family, model.pipe, the_plan.request)
     with _NanWatch(model.pipe, inject=faults.nan_output(item.index)) as watch, warnings_mod.catch_warnings():
         # NaN pixels are reported below as the item's failure; numpy's cast warning would only repeat it.
         warnings_mod.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
@@ -273,8 +275,8 @@ def _render(item: Item, the_plan, low_memory: str | None):
                             "bfloat16 instead of float16")
     recipe = result.recipe
     recipe["index"] = item.index
-    recipe["batch"] = {"item_id": item.item_id, "index": item.index, "variant": item.variant,
-                       "low_memory": low_memory}
+    add_extension(recipe, "batch", {"item_id": item.item_id, "index": item.index, "variant": item.variant,
+                                    "low_memory": low_memory})
     return result.image, recipe
 
 

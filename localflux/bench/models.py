@@ -1,7 +1,7 @@
 """Full-size FLUX with random weights, made where it will run.
 
 Speed does not depend on weight values, so the benchmark builds the published architectures from
-``localflux/flux_configs`` on the meta device (no memory), allocates them directly on the target
+``localflux/families/flux1/configs`` on the meta device (no memory), allocates them directly on the target
 device with ``to_empty`` and fills them from a seeded generator there: 24 GB of random numbers are
 never made on the CPU. Weights are scaled by 1/sqrt(fan_in) so activations stay finite through all
 57 blocks (NaNs would make the output-difference check meaningless).
@@ -41,7 +41,7 @@ def build_fullsize_components(preset: str, device: str, dtype, seed: int = 0, pa
     """
     import torch
 
-    from ..tiny import _clip_tokenizer, _scheduler, _t5_tokenizer
+    from ..families.flux1.tiny import _clip_tokenizer, _scheduler, _t5_tokenizer
 
     models = build_on_meta(root or packaged_config_root(preset))
     generator = torch.Generator(device=device).manual_seed(seed)

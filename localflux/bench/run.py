@@ -87,7 +87,7 @@ class Settings:
 
 
 def settings_from_args(args) -> Settings:
-    from ..presets import PRESETS
+    from ..families.flux1.presets import PRESETS
 
     if args.mode not in MODES:
         raise ConfigError(f"bench mode {args.mode!r} is not known; one of: {', '.join(MODES)}")
@@ -109,7 +109,7 @@ def make_components(s: Settings, park_on_cpu: bool) -> dict:
     import torch
 
     if s.tiny:
-        from ..tiny import build_tiny_components
+        from ..families.flux1.tiny import build_tiny_components
 
         return build_tiny_components(s.preset)
     from .models import build_fullsize_components
@@ -149,7 +149,7 @@ def place_localflux(pipe, s: Settings, mode: Mode, cap_bytes: int | None) -> tup
 
     from ..config import SpeedConfig
     from ..device import Placement
-    from ..loader import _place
+    from ..families import FAMILIES
     from ..memory.footprint import footprint_of_pipe
     from ..memory.formats import check_runnable
     from ..memory.plan import MemoryPlan, Workload, auto_plan, probe_machine
@@ -165,7 +165,7 @@ def place_localflux(pipe, s: Settings, mode: Mode, cap_bytes: int | None) -> tup
     else:
         plan = MemoryPlan(**mode.memory)
     check_runnable(plan.transformer, s.device)
-    _place(pipe, placement, plan.offload, plan)
+    FAMILIES.by_name("flux1").place(pipe, placement, plan)
     speed = SpeedConfig(**({"compile_backend": "eager"} if s.tiny else {}), **mode.speed)
     return plan.to_dict(), apply_speed(pipe, speed, s.device)
 
@@ -275,13 +275,15 @@ def baseline_renderer(pipe, s: Settings):
 
 
 def localflux_renderer(pipe, s: Settings):
-    from ..sampler import RenderRequest, render
+    from ..families import FAMILIES
+    from ..render import RenderRequest, render
 
-    request = RenderRequest(PROMPT, PROMPT, None, s.width, s.height, s.steps, s.guidance, 1.0,
+    request = RenderRequest({"clip": PROMPT, "t5": PROMPT}, None, s.width, s.height, s.steps, s.guidance, 1.0,
                             s.max_sequence_length, vae_tiling=False)
+    family = FAMILIES.by_name("flux1")
 
     def render_one(seed):
-        images, _ = render(pipe, request, [seed], progress=False)
+        images, _ = render(pipe, family, request, [seed], progress=False)
         return images[0]
 
     return render_one

@@ -51,7 +51,7 @@ def _print_memory_plans(args, device: str) -> None:
     """The candidate memory plans for FLUX.1 at 1024x1024 on this card (or a --vram one), best first."""
     from ..memory.footprint import footprint_from_configs, packaged_config_root
     from ..memory.plan import Workload, choose, evaluate, probe_machine, synthetic_machine, table
-    from ..presets import PRESETS
+    from ..families.flux1.presets import PRESETS
 
     vram = getattr(args, "vram", None)
     preset = getattr(args, "model", "dev")

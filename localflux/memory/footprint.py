@@ -37,8 +37,9 @@ class Footprint:
 
 def packaged_config_root(preset: str) -> Path:
     """The published diffusers configs shipped with localflux (no weights)."""
-    name = "FLUX.1-dev" if preset == "dev" else "FLUX.1-schnell"
-    return Path(str(resources.files("localflux").joinpath("flux_configs", name)))
+    from ..families import FAMILIES
+
+    return FAMILIES.of_preset(preset).config_root(preset)
 
 
 def build_on_meta(root: str | Path) -> dict:

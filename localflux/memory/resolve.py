@@ -7,15 +7,10 @@ the config as manual keys (``replay.recipe_config``), so a replay does not re-de
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from ..errors import ConfigError
 from .plan import MemoryPlan, Workload, auto_plan, probe_machine
 
 log = logging.getLogger(__name__)
-
-_PARTS = ("transformer", "text_encoder_2", "text_encoder", "vae")
-
 
 def gguf_of(source) -> tuple[str, int] | None:
     """(quantization type, tensor bytes) when the model source is a GGUF transformer."""
@@ -28,7 +23,7 @@ def gguf_of(source) -> tuple[str, int] | None:
 
 def workload(config, placement, multiple: int = 16) -> Workload:
     from ..resolution import resolve_size
-    from ..sampler import vae_tiling_enabled
+    from ..render import vae_tiling_enabled
 
     size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect,
                         multiple=multiple)
@@ -37,42 +32,16 @@ def workload(config, placement, multiple: int = 16) -> Workload:
                     vae_tiling_enabled(config.memory.vae_tiling, size.width, size.height))
 
 
-def footprint_for(source, preset: str):
-    """Parameter counts from the model's own configs, else from the published configs of its preset."""
-    from .footprint import footprint_from_configs, footprint_of_pipe, packaged_config_root
-
-    if source.kind == "tiny":
-        from ..tiny import TINY_SOURCES, build_tiny_pipeline
-
-        return footprint_of_pipe(build_tiny_pipeline(TINY_SOURCES[source.text]))
-    root = source.base.path if source.kind == "single_file" and source.base else source.path
-    if root is None or not all((Path(root) / part / "config.json").is_file() for part in _PARTS):
-        root = packaged_config_root(preset)
-    footprint = footprint_from_configs(str(root))
-    if source.kind == "single_file":  # the file brings its own shape (a pruned or distilled transformer, say)
-        import json
-
-        from ..single_file import transformer_config
-        from .footprint import with_transformer_config
-
-        base = json.loads((Path(root) / "transformer" / "config.json").read_text())
-        config = transformer_config(source.path, base, source.base.path if source.base else None)
-        if any(base.get(key) != value for key, value in config.items()):
-            footprint = with_transformer_config(footprint, config)
-    return footprint
-
-
-def resolve_plan(config, source, preset: str, placement) -> MemoryPlan:
+def resolve_plan(config, source, family, preset: str, placement, multiple: int) -> MemoryPlan:
+    """The memory plan for a run: the config's own keys, or the automatic choice for this machine."""
     memory = config.memory
     gguf = gguf_of(source)
     if gguf is not None and memory.transformer != "full":
         raise ConfigError(f"memory.transformer = {memory.transformer!r} cannot apply to the GGUF file "
                           f"{str(source.path)!r}, which brings its own format ({gguf[0]}); leave it 'full'")
     if memory.plan == "auto":
-        from ..geometry import size_multiple
-
         # the user's placement of T5 stands (and is estimated as such); the rest is chosen
-        return auto_plan(footprint_for(source, preset), workload(config, placement, size_multiple(source)),
+        return auto_plan(family.footprint(source, preset), workload(config, placement, multiple),
                          probe_machine(placement.device),
                          allow_lossy=memory.allow_lossy, headroom_gb=memory.headroom_gb, gguf=gguf,
                          group_blocks=memory.group_blocks, cache_t5=memory.cache_t5, t5_device=memory.t5_device)

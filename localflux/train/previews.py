@@ -17,6 +17,8 @@ record), and ``samples/contact-sheet.png`` is redrawn after each round: one row 
 
 from __future__ import annotations
 
+from ..recipe import add_extension
+
 import dataclasses
 import hashlib
 import logging
@@ -79,8 +81,8 @@ def render_previews(config: TrainConfig, loaded, lora_bytes: bytes, step: int, r
             for seed in config.samples.seeds:
                 plan = pipeline.plan(render_config(config, prompt, seed))
                 (result,) = pipeline.render_batch(plan, loaded, [seed], warnings=[], progress=False)
-                result.recipe["training_preview"] = {"step": step, "lora_sha256": lora_sha, "run": str(run_dir),
-                                                     "trigger": config.dataset.trigger}
+                add_extension(result.recipe, "training_preview", {"step": step, "lora_sha256": lora_sha,
+                                                                  "run": str(run_dir), "trigger": config.dataset.trigger})
                 paths.append(save_png(result.image, folder / f"p{p_index + 1:02d}-s{seed}.png", result.recipe,
                                       sidecar=False))
     finally:

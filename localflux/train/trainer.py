@@ -136,7 +136,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
 
     from ..device import pick_device, pick_dtype, Placement
     from ..loader import load_model
-    from ..presets import PRESETS
+    from ..pipeline import identify
     from .cache import base_model_hash, build_cache
 
     pre = preflight(config, resume=resume)
@@ -150,11 +150,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     dtype = pick_dtype(device_name, config.model.dtype)
 
     # Loaded on the CPU: the text encoders visit the accelerator only to fill the cache.
-    loaded = load_model(config.model, Placement("cpu", dtype), cache=False)
+    _, family, preset = identify(config.model)
+    loaded = load_model(config.model, Placement("cpu", dtype), family=family, preset=preset, cache=False)
     pipe = loaded.pipe
     model_sha = base_model_hash(loaded)
     _check_buckets(pre.dataset, pipe.vae_scale_factor)
-    max_len = PRESETS[loaded.preset].max_sequence_length
+    max_len = family.presets[preset].max_sequence_length
     cache_dir = Path(config.memory.cache_dir or pre.run_dir / "cache")
     with accelerator.main_process_first():
         _helpers(pipe, device)

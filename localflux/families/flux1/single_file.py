@@ -18,8 +18,9 @@ import json
 import re
 from pathlib import Path
 
-from .errors import ModelSourceError
-from .geometry import MLP_RATIO
+from ...errors import ModelSourceError
+from ...geometry import MLP_RATIO
+from ...weightfile import tensor_shapes
 
 FLUX1_WIDTH = 3072  # diffusers' BFL-key conversion assumes it
 
@@ -39,19 +40,6 @@ _LAYOUTS = {
         "guidance": "guidance_in.",
     },
 }
-
-
-def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape (rows first, as in PyTorch), from the file header only."""
-    if path.suffix.lower() == ".gguf":
-        from gguf import GGUFReader
-
-        # GGUF lists dimensions innermost first
-        return {t.name: tuple(int(d) for d in reversed(list(t.shape))) for t in GGUFReader(str(path)).tensors}
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
 
 
 def layout_of(shapes: dict) -> str:

@@ -1,4 +1,4 @@
-"""The one table of model facts: what each FLUX.1 variant expects when a config does not say.
+"""FLUX.1's presets: what each variant expects when a config does not say, and its published configs.
 
 Presets fill defaults only; config files, flags and ``--set`` override them. The noise schedule
 is not here: it comes from the model folder's ``scheduler/scheduler_config.json``, as in diffusers.
@@ -6,16 +6,11 @@ is not here: it comes from the model folder's ``scheduler/scheduler_config.json`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
+from ..base import Preset
 
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    steps: int
-    guidance: float
-    max_sequence_length: int
-    hub_id: str
+CONFIGS = Path(__file__).parent / "configs"  # FLUX.1's published configs (see configs/SOURCES.md)
 
 
 PRESETS = {
@@ -30,3 +25,8 @@ PRESETS = {
 # Hard limits of the text encoders: CLIP-L reads 77 tokens; FluxPipeline refuses T5 > 512.
 CLIP_MAX_TOKENS = 77
 T5_MAX_TOKENS = 512
+
+
+def config_root(preset: str) -> Path:
+    """The packaged published config folder of a FLUX.1 preset (the one preset -> folder mapping)."""
+    return CONFIGS / ("FLUX.1-dev" if preset != "schnell" else "FLUX.1-schnell")

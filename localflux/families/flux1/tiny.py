@@ -14,18 +14,13 @@ and ``tiny-dev`` (guidance embedding, resolution-shifted schedule). ``tiny`` is 
 from __future__ import annotations
 
 import json
-from importlib import resources
 
-TINY_SOURCES = {"tiny": "schnell", "tiny-schnell": "schnell", "tiny-dev": "dev"}
+BUILTIN = {"tiny": "schnell", "tiny-schnell": "schnell", "tiny-dev": "dev"}  # name -> preset
 TINY_SEED = 20240801
 
 # Byte-level characters: printable ASCII is enough for prompts in tests and the demo; other
 # characters fall back to the unknown token, exactly as a real vocabulary's rare bytes would.
 _ASCII = [chr(c) for c in range(33, 127)]
-
-
-def is_tiny(source: str) -> bool:
-    return source in TINY_SOURCES
 
 
 def build_tiny_components(variant: str) -> dict:
@@ -179,6 +174,7 @@ def _t5_tokenizer():
 def _scheduler(variant: str):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    name = "FLUX.1-dev" if variant == "dev" else "FLUX.1-schnell"
-    text = resources.files("localflux").joinpath("flux_configs", name, "scheduler", "scheduler_config.json").read_text()
+    from .presets import config_root
+
+    text = (config_root(variant) / "scheduler" / "scheduler_config.json").read_text()
     return FlowMatchEulerDiscreteScheduler.from_config(json.loads(text))

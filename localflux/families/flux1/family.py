@@ -1,0 +1,170 @@
+"""FLUX.1 ([schnell], [dev]): CLIP-L pooled + T5-XXL sequence conditioning, 16-channel VAE, 3-axis RoPE.
+
+The spec generic code asks: detection from a source, presets, the prompt each encoder reads, the
+diffusers class per task, loading and placement (``loading.py``), and the dry-run schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from ...geometry import FLUX_VAE_SCALE_FACTOR, vae_scale_factor_of_model
+from ...schedule import flux_sigmas
+from ...weightfile import safetensors_keys
+from ..base import Family
+from .presets import CLIP_MAX_TOKENS, PRESETS, config_root
+from .tiny import BUILTIN
+
+if TYPE_CHECKING:
+    from ...config import Config
+    from ...loader import Source
+    from ...render import RenderRequest
+
+log = logging.getLogger(__name__)
+
+_COMPONENTS = ("transformer", "text_encoder_2", "text_encoder", "vae")
+_BFL_GUIDANCE = "guidance_in.in_layer.weight"
+_DIFFUSERS_GUIDANCE = "time_text_embed.guidance_embedder.linear_1.weight"
+_FLUX2_MARKERS = ("double_stream_modulation_img", "flux.2", "flux2")  # names a FLUX.2 model would carry
+
+
+class Flux1(Family):
+    name = "flux1"
+    label = "FLUX.1"
+    presets = PRESETS
+    builtin = BUILTIN
+    tasks = ("text",)
+
+    # ---- detection
+    def claims(self, source: "Source") -> bool:
+        if source.kind == "tiny":
+            return source.text in self.builtin
+        if source.kind == "single_file":
+            return True  # the last family asked: detect_preset refuses a file that is no FLUX.1 transformer
+        index = _model_index(source)
+        if index is not None:
+            name = str(index.get("_class_name", ""))
+            return name.startswith("Flux") and not name.startswith("Flux2")
+        return not any(marker in source.text.lower() for marker in _FLUX2_MARKERS)
+
+    def detect_preset(self, source: "Source") -> str:
+        """``schnell`` or ``dev``: from the transformer's guidance embedding, else from the name."""
+        if source.kind == "tiny":
+            return self.builtin[source.text]
+        if source.kind == "single_file":
+            return "dev" if _single_file_has_guidance(source.path) else "schnell"
+        if source.path is not None:
+            config_file = source.path / "transformer" / "config.json"
+            if config_file.is_file():
+                return "dev" if json.loads(config_file.read_text()).get("guidance_embeds") else "schnell"
+        return "schnell" if "schnell" in source.text.lower() else "dev"
+
+    def vae_scale_factor(self, source: "Source") -> int:
+        return vae_scale_factor_of_model(source, FLUX_VAE_SCALE_FACTOR)
+
+    # ---- prompts
+    def encoder_prompts(self, config: "Config", final: str) -> dict[str, str]:
+        return {"clip": config.prompt.clip or final, "t5": config.prompt.t5 or final}
+
+    def recorded_prompt_keys(self, prompt_record: dict) -> dict[str, str]:
+        return {"prompt.clip": prompt_record["clip"], "prompt.t5": prompt_record["t5"]}
+
+    def prompt_kwargs(self, request: "RenderRequest") -> dict:
+        use_cfg = request.true_cfg > 1 and bool(request.negative_prompt)
+        return dict(prompt=request.prompts["clip"], prompt_2=request.prompts["t5"],
+                    negative_prompt=request.negative_prompt if use_cfg else None, true_cfg_scale=request.true_cfg,
+                    guidance_scale=request.guidance, max_sequence_length=request.max_sequence_length)
+
+    def prompt_warnings(self, pipe, request: "RenderRequest") -> list[str]:
+        """Warnings for a prompt longer than CLIP's window (77 tokens) or the T5 limit."""
+        warnings = []
+        # FluxPipeline truncates CLIP input at its tokenizer's model_max_length (77 for FLUX.1's CLIP-L)
+        clip_limit = getattr(pipe, "tokenizer_max_length", None) or CLIP_MAX_TOKENS
+        clip_tokens = len(pipe.tokenizer(request.prompts["clip"], truncation=False).input_ids)
+        if clip_tokens > clip_limit:
+            warnings.append(f"prompt is {clip_tokens} CLIP tokens; CLIP reads only the first {clip_limit} "
+                            f"(T5 still reads up to {request.max_sequence_length}): put the key words first")
+        t5_tokens = len(pipe.tokenizer_2(request.prompts["t5"], truncation=False).input_ids)
+        if t5_tokens > request.max_sequence_length:
+            warnings.append(f"prompt is {t5_tokens} T5 tokens; only the first {request.max_sequence_length} are used "
+                            "(raise sampling.max_sequence_length, up to 512)")
+        return warnings
+
+    # ---- schedule
+    def scheduler_config(self, source: "Source", preset: str) -> dict:
+        """The model's own scheduler config when it is on disk, else the published one for its preset."""
+        root = source.base.path if source.kind == "single_file" and source.base else source.path
+        if root is not None and (root / "scheduler" / "scheduler_config.json").is_file():
+            return json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+        return json.loads((config_root(preset) / "scheduler" / "scheduler_config.json").read_text())
+
+    def sigmas(self, source: "Source", preset: str, steps: int, width: int, height: int) -> list[float]:
+        return flux_sigmas(self.scheduler_config(source, preset), steps, width, height, self.vae_scale_factor(source))
+
+    # ---- loading
+    def pipeline_class(self, task: str):
+        from diffusers import FluxPipeline
+
+        return {"text": FluxPipeline}[task]
+
+    def load(self, source, placement, preset, memory_plan):
+        from . import loading  # loading imports the generic loader, which imports this registry
+
+        return loading.load(source, placement, preset, memory_plan)
+
+    def place(self, pipe, placement, memory_plan) -> None:
+        from . import loading
+
+        loading.place(pipe, placement, memory_plan.offload, memory_plan)
+
+    def config_root(self, preset: str):
+        return config_root(preset)
+
+    def footprint(self, source: "Source", preset: str):
+        """Parameter counts from the model's own configs, else from the published configs of its preset."""
+        from ...memory.footprint import footprint_from_configs, footprint_of_pipe, packaged_config_root
+
+        if source.kind == "tiny":
+            from .tiny import build_tiny_pipeline
+
+            return footprint_of_pipe(build_tiny_pipeline(self.builtin[source.text]))
+        root = source.base.path if source.kind == "single_file" and source.base else source.path
+        if root is None or not all((root / part / "config.json").is_file() for part in _COMPONENTS):
+            root = packaged_config_root(preset)
+        footprint = footprint_from_configs(str(root))
+        if source.kind == "single_file":  # the file brings its own shape (a pruned or distilled transformer, say)
+            import json
+
+            from .single_file import transformer_config
+            from ...memory.footprint import with_transformer_config
+
+            base = json.loads((root / "transformer" / "config.json").read_text())
+            config = transformer_config(source.path, base, source.base.path if source.base else None)
+            if any(base.get(key) != value for key, value in config.items()):
+                footprint = with_transformer_config(footprint, config)
+        return footprint
+
+
+def _model_index(source: "Source") -> dict | None:
+    root = source.path if source.kind in ("folder", "hub") else None
+    if root is None or not (root / "model_index.json").is_file():
+        return None
+    try:
+        return json.loads((root / "model_index.json").read_text())
+    except ValueError:
+        return None
+
+
+def _single_file_has_guidance(path) -> bool:
+    if path.suffix.lower() == ".gguf":
+        from ...memory.formats import gguf_has_guidance, inspect_gguf
+
+        inspect_gguf(path)  # refuses a GGUF that is not a FLUX transformer, in one line
+        return gguf_has_guidance(path)
+    keys = safetensors_keys(path)
+    from .loading import require_flux_keys
+
+    require_flux_keys(path, keys)  # refuse a VAE/LoRA/encoder file before anything is written
+    return any(k.endswith((_BFL_GUIDANCE, _DIFFUSERS_GUIDANCE)) for k in keys)
