@@ -148,8 +148,8 @@ def fingerprint(components: dict) -> str:
         digest.update(name.encode())
         if isinstance(value, torch.nn.Module):
             for key, tensor in sorted(value.state_dict().items()):
-                tensor = tensor.detach().cpu().contiguous()
                 digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                tensor = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
                 digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
         elif hasattr(value, "backend_tokenizer"):
             digest.update(value.backend_tokenizer.to_str().encode())
