@@ -6,6 +6,7 @@ Everything runs on the built-in tiny FLUX.2 models (CPU, 64x64, 2 steps), offlin
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -47,10 +48,14 @@ def test_tiny_models_identical_across_builds_and_processes_rng_untouched():
     assert torch.equal(before, torch.get_rng_state())
     assert prints == {v: tiny.fingerprint(tiny.build_tiny_components(v)) for v in tiny.VARIANTS}
     assert len(set(prints.values())) == 3
+    # another process (klein base has the same modules as tiny-flux2, built by the same code)
     code = ("import json, torch; torch.set_num_threads(1); from localflux.families.flux2 import tiny; "
-            "print(json.dumps({v: tiny.fingerprint(tiny.build_tiny_components(v)) for v in tiny.VARIANTS}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == prints
+            "print(json.dumps({v: tiny.fingerprint(tiny.build_tiny_components(v)) "
+            "for v in ('tiny-flux2', 'tiny-flux2-dev')}))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    other = json.loads(out.stdout.strip().splitlines()[-1])
+    assert other == {v: prints[v] for v in other}
 
 
 def test_tiny_modules_are_frozen_and_in_eval_mode(pipes):
@@ -106,6 +111,15 @@ def test_folder_parity(pipes, folders, variant):
     if variant in KLEIN:
         assert loaded.config.is_distilled == (variant == "tiny-flux2")
     assert np.array_equal(render(loaded), render(pipes[variant]))
+
+
+def test_inpaint_from_folder_parity(pipes, folders):
+    loaded = loading.load_pipeline(folders["tiny-flux2"], task="inpaint", disable_mmap=True)
+    in_memory = loading.switch_task(pipes["tiny-flux2"], "inpaint")
+    assert type(loaded).__name__ == "Flux2KleinInpaintPipeline" and loaded.config.is_distilled is True
+    image, mask = _noise_image(64, 64), _noise_image(64, 64, "L")
+    kwargs = dict(image=image, mask_image=mask, height=None, width=None)
+    assert np.array_equal(render(loaded, **kwargs), render(in_memory, **kwargs))
 
 
 def test_distilled_flag_comes_from_model_index_not_the_name(folders, tmp_path):
