@@ -69,7 +69,7 @@ def _fresh(path: Path) -> Path:
 
 def tiny_folder(root: Path = ROOT, variant: str = "dev") -> Path:
     """The tiny model (``tiny-dev`` weights) saved as an ordinary diffusers folder."""
-    from localflux.tiny import save_tiny_model
+    from localflux.families.flux1.tiny import save_tiny_model
 
     folder = _fresh(Path(root) / MODELS / f"tiny-{variant}")
     save_tiny_model(variant, folder)
@@ -77,7 +77,7 @@ def tiny_folder(root: Path = ROOT, variant: str = "dev") -> Path:
 
 
 def _tiny_transformer_state(variant: str = "dev") -> dict:
-    from localflux.tiny import build_tiny_pipeline
+    from localflux.families.flux1.tiny import build_tiny_pipeline
 
     return {k: v.detach().clone().contiguous() for k, v in build_tiny_pipeline(variant).transformer.state_dict().items()}
 
