@@ -136,9 +136,25 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, download: bool) -> P
 
 
 def detect_preset(source: Source) -> str:
-    """``schnell`` or ``dev``: from the transformer's guidance embedding, else from the name."""
+    """``fill`` (transformer input width), ``kontext`` (model_index.json's pipeline class), else ``schnell`` or
+    ``dev`` from the transformer's guidance embedding; from the name only for a hub id not on disk yet."""
     if source.kind == "tiny":
         return TINY_SOURCES[source.text]
+    from .flux1_pipelines import preset_of_config, preset_of_folder
+
+    if source.kind in ("folder", "hub") and source.path is not None:
+        special = preset_of_folder(source.path)
+        if special is not None:
+            return special
+    if source.kind == "single_file" and source.path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        from . import single_file
+
+        try:
+            special = preset_of_config(single_file.infer_config(single_file.tensor_shapes(source.path)), source.text)
+        except Exception:  # noqa: BLE001 - safetensors raises several types for a damaged header
+            special = None  # not a FLUX transformer: refused just below, in one line
+        if special is not None:
+            return special
     if source.kind == "single_file" and source.path.suffix.lower() == ".gguf":
         from .memory.formats import gguf_has_guidance, inspect_gguf
 
@@ -152,7 +168,11 @@ def detect_preset(source: Source) -> str:
         config_file = source.path / "transformer" / "config.json"
         if config_file.is_file():
             return "dev" if json.loads(config_file.read_text()).get("guidance_embeds") else "schnell"
-    return "schnell" if "schnell" in source.text.lower() else "dev"
+    lowered = source.text.lower()
+    for name in ("fill", "kontext", "schnell"):  # a hub id that is not downloaded yet: its name is all there is
+        if f"flux.1-{name}" in lowered:
+            return name
+    return "dev"
 
 
 def _safetensors_keys(path: Path) -> list[str]:
@@ -303,7 +323,9 @@ def _transformer_config_root(source: Source, preset: str) -> Path:
     base = source.base.path if source.base else None
     if base is not None and (base / "transformer" / "config.json").is_file():
         return base
-    name = "FLUX.1-dev" if preset == "dev" else "FLUX.1-schnell"
+    from .presets import published_folder
+
+    name = published_folder(preset, "transformer")
     return Path(str(resources.files("localflux").joinpath("flux_configs", name)))
 
 

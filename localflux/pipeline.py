@@ -307,7 +307,9 @@ def scheduler_config(source: Source, preset: str) -> dict:
     root = source.base.path if source.kind == "single_file" and source.base else source.path
     if root is not None and (root / "scheduler" / "scheduler_config.json").is_file():
         return json.loads((root / "scheduler" / "scheduler_config.json").read_text())
-    name = "FLUX.1-dev" if preset == "dev" else "FLUX.1-schnell"
+    from .presets import published_folder
+
+    name = published_folder(preset)
     return json.loads(resources.files("localflux").joinpath("flux_configs", name, "scheduler",
                                                             "scheduler_config.json").read_text())
 

@@ -37,7 +37,9 @@ class Footprint:
 
 def packaged_config_root(preset: str) -> Path:
     """The published diffusers configs shipped with localflux (no weights)."""
-    name = "FLUX.1-dev" if preset == "dev" else "FLUX.1-schnell"
+    from ..presets import published_folder
+
+    name = published_folder(preset)
     return Path(str(resources.files("localflux").joinpath("flux_configs", name)))
 
 
