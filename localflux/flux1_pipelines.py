@@ -56,7 +56,10 @@ def task_pipeline(pipe, role: str):
         cached = {}
         pipe._localflux_task_pipes = cached
     if role not in cached:
-        new = cls(**pipe.components)
+        import inspect
+
+        accepted = inspect.signature(cls.__init__).parameters  # Fill has no IP-adapter image encoder slots
+        new = cls(**{name: module for name, module in pipe.components.items() if name in accepted})
         for name in _PIPELINE_STATE:
             if name in pipe.__dict__:
                 setattr(new, name, pipe.__dict__[name])

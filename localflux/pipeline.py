@@ -26,6 +26,7 @@ from .sampler import RenderRequest, vae_tiling_enabled
 log = logging.getLogger(__name__)
 
 RANDOM_SEED_LIMIT = 2**32  # random seeds stay short enough to read and type
+FAMILY = "flux1"  # the one family this house knows; tasks get it as their ``family`` argument
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Plan:
     request: RenderRequest
     prompt_parts: dict
     seed_was_random: bool
+    task: object = None  # tasks.Prepared: the task's inputs, read once, its pipeline kwargs and recipe records
 
 
 def plan(config: Config) -> Plan:
@@ -54,12 +56,17 @@ def plan(config: Config) -> Plan:
     source = describe_source(config.model.source, config.model.base, config.model.revision)
     preset_name = config.model.preset if config.model.preset != "auto" else detect_preset(source)
     config = config_mod.with_preset(config, PRESETS[preset_name])
+    from .tasks import select_task
+
+    task = select_task(config, FAMILY, preset_name)  # every [input] problem stops here, before anything is said
     seed_was_random = config.sampling.seed is None
     if seed_was_random:
         config = config_mod.replace(config, **{"sampling.seed": secrets.randbelow(RANDOM_SEED_LIMIT)})
     s = config.sampling
     size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect,
                         multiple=size_multiple(source))
+    prepared = task.prepare(config, FAMILY, preset_name, size)  # reads and checks the input images
+    size = prepared.size or size
     parts = {name: getattr(config.prompt, name) for name in PART_ORDER}
     final = join_prompt(parts)
     if not final and not (config.prompt.clip or config.prompt.t5):
@@ -88,7 +95,7 @@ def plan(config: Config) -> Plan:
         vae_tiling=vae_tiling_enabled(config.memory.vae_tiling, size.width, size.height),
     )
     seeds = [s.seed + k for k in range(s.count)]
-    return Plan(config, source, size, seeds, request, parts, seed_was_random)
+    return Plan(config, source, size, seeds, request, parts, seed_was_random, prepared)
 
 
 def generate(config, *, save: bool = True, progress: bool = True, out_dir: str | Path | None = None,
@@ -172,7 +179,7 @@ def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings:
 
     index0 = the_plan.seeds.index(seeds[0])
     desc = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
-    images, sigmas = render(model.pipe, the_plan.request, seeds, progress=progress, desc=desc)
+    images, sigmas = render(model.pipe, the_plan.request, seeds, progress=progress, desc=desc, prepared=the_plan.task)
     results = []
     for position, (seed, image) in enumerate(zip(seeds, images)):
         recipe = build_recipe(the_plan, model, seed, index0 + position, sigmas, warnings, batch_seeds=seeds)
@@ -205,7 +212,7 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
         "schema_version": SCHEMA_VERSION,
         "localflux_version": versions()["localflux"],
         # where the file is saved is not part of how its pixels are made (and would break byte-identity)
-        "config": {key: value for key, value in config.to_dict().items() if key != "output"},
+        "config": without_pixels({key: value for key, value in config.to_dict().items() if key != "output"}),
         "seed": seed,
         "index": index,
         "size": {"width": the_plan.size.width, "height": the_plan.size.height,
@@ -231,7 +238,23 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
         "warnings": list(warnings),
         "upscale_steps": [],  # one record per upscale applied, oldest first (chained stage, `localflux upscale`)
         "loras": model.lora_state.records() if model.lora_state is not None else [],
+        **task_recipe(the_plan.task),  # "task" (name + its facts) and "inputs" (one record per input image)
     }
+
+
+def task_recipe(prepared) -> dict:
+    import copy
+
+    if prepared is None:
+        return {}
+    return {"task": {"name": prepared.task, **copy.deepcopy(prepared.record)}, "inputs": copy.deepcopy(prepared.inputs)}
+
+
+def without_pixels(config_dict: dict) -> dict:
+    """The recipe's config: input images given as PIL images (Python API) keep their notes, not their pixels."""
+    from .tasks.images import strip_pixels
+
+    return strip_pixels(config_dict)
 
 
 def save_result(result: Result, folder: Path, config: Config) -> Path:
@@ -293,6 +316,9 @@ def _absolute_paths(config: Config) -> Config:
             absolute = str(Path(value).expanduser().resolve())
             if absolute != value:
                 changes[key] = absolute
+    from .tasks.images import absolute_input_paths
+
+    changes.update(absolute_input_paths(config))  # --image etc. relative to the working directory
     loras = [dict(dataclasses.asdict(e), path=str(Path(e.path).expanduser().resolve())) for e in config.lora]
     if loras != [dataclasses.asdict(e) for e in config.lora]:
         changes["lora"] = loras  # recipes find LoRAs by absolute path
@@ -347,8 +373,12 @@ def describe(the_plan: Plan) -> str:
     for entry in c.lora:
         lines.append(f"lora: {entry.path} x{entry.scale:g}{'' if entry.strict else ' (strict = false)'}"
                      f" (fuse {c.lora_options.fuse})")
+    if the_plan.task is not None:
+        from .tasks.images import describe_task
+
+        lines += describe_task(the_plan.task)
     if c.upscale.enabled:
         lines.append(f"upscale: {c.upscale.model} x{c.upscale.scale} (tile {c.upscale.tile or 'auto'})")
     lines.append("resolved config:")
-    lines.append(json.dumps(dataclasses.asdict(c), indent=2, sort_keys=False))
+    lines.append(json.dumps(without_pixels(dataclasses.asdict(c)), indent=2, sort_keys=False, default=str))
     return "\n".join(lines)

@@ -67,10 +67,25 @@ def warn_if_truncated(pipe, request: RenderRequest) -> list[str]:
     return warnings
 
 
-def render(pipe, request: RenderRequest, seeds: list[int], *, progress: bool = True, desc: str = ""):
-    """Render one image per seed in a single forward pass; returns (PIL images, sigmas used)."""
+def render(pipe, request: RenderRequest, seeds: list[int], *, progress: bool = True, desc: str = "", prepared=None):
+    """Render one image per seed in a single forward pass; returns (PIL images, sigmas used).
+
+    ``prepared`` (a ``tasks.Prepared``): the task's pipeline (built over ``pipe``'s components) and its
+    keyword arguments; the per-image ones (input images) are given once per seed, so each seed's
+    generator makes its own draws (VAE sample, then noise) in a batch exactly as alone.
+    """
+    import inspect
+
     import torch
 
+    extra = {}
+    if prepared is not None and prepared.role != "text":
+        from .flux1_pipelines import task_pipeline
+
+        pipe = task_pipeline(pipe, prepared.role)
+    if prepared is not None:
+        extra = {key: [value] * len(seeds) if key in prepared.per_image else value
+                 for key, value in prepared.kwargs.items()}
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     if request.vae_tiling:
         pipe.vae.enable_tiling()
@@ -79,7 +94,7 @@ def render(pipe, request: RenderRequest, seeds: list[int], *, progress: bool = T
     pipe.set_progress_bar_config(disable=not progress, desc=desc or None, leave=False, file=sys.stderr)
     use_cfg = request.true_cfg > 1 and bool(request.negative_prompt)
     with torch.inference_mode():
-        output = pipe(
+        call = dict(
             prompt=request.clip_prompt,
             prompt_2=request.t5_prompt,
             negative_prompt=request.negative_prompt if use_cfg else None,
@@ -93,5 +108,11 @@ def render(pipe, request: RenderRequest, seeds: list[int], *, progress: bool = T
             max_sequence_length=request.max_sequence_length,
             output_type="pil",
         )
+        call.update(extra)
+        accepted = inspect.signature(pipe.__call__).parameters
+        output = pipe(**{key: value for key, value in call.items() if key in accepted})  # Fill has no true CFG
+    images = output.images
+    if prepared is not None and prepared.finish is not None:
+        images = [prepared.finish(image) for image in images]
     sigmas = [float(s) for s in pipe.scheduler.sigmas[:-1].tolist()]  # the last entry is the terminal 0
-    return output.images, sigmas
+    return images, sigmas
