@@ -107,6 +107,9 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     from .recipe import read_recipe
 
     recipe = read_recipe(image_path)
+    from .tasks.images import check_recorded_inputs
+
+    check_recorded_inputs(recipe)  # a changed or missing input image stops replay, naming it
     try:
         check_upscale_steps(recipe["upscale_steps"])
         check_weights(recipe)

@@ -174,3 +174,23 @@ def describe_task(prepared) -> list[str]:
         lines.append(f"input {record['role']}: {where} ({record['size'][0]}x{record['size'][1]}, "
                      f"sha256 {record['sha256'][:12]}…){': ' + steps if steps else ''}")
     return lines
+
+
+def check_recorded_inputs(recipe: dict) -> None:
+    """Replay: every recorded input image must still be there with the same bytes (sha256)."""
+    from ..hashing import sha256_file
+
+    inputs = recipe.get("inputs") or []  # recipes from before image inputs have none
+    for record in inputs if isinstance(inputs, list) else []:
+        if not isinstance(record, dict):
+            continue
+        role, path = record.get("role", "image"), record.get("path")
+        if path is None:
+            raise InputImageError(f"input {role} of this image was an in-memory PIL image (sha256 "
+                                  f"{str(record.get('sha256'))[:12]}…); replay needs a file: save it and render with its path")
+        if not Path(path).is_file():
+            raise InputImageError(f"input {role} {path!r} used by this image is missing; restore it to replay")
+        digest = sha256_file(path, progress=False)
+        if digest != record.get("sha256"):
+            raise InputImageError(f"input {role} {path!r} has sha256 {digest[:12]}… but the image was rendered from "
+                                  f"{str(record.get('sha256'))[:12]}…; the file changed, restore the original to replay")

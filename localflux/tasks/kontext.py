@@ -55,7 +55,7 @@ class KontextTask(Task):
         refs = list(given.references) or ([given.image] if given.image is not None else [])
         if not refs:
             final = output_size(size.width, size.height, size.multiple)
-            return Prepared(self.name, {"width": size.width, "height": size.height}, [],
+            return Prepared(self.name, {"width": size.width, "height": size.height, "max_area": MAX_AREA}, [],
                             {"references": 0, "max_area": MAX_AREA},
                             Size(final[0], final[1], (size.width, size.height), size.multiple), role=self.role)
         images = [read_input(ref, f"reference {n + 1}" if len(refs) > 1 else "reference") for n, ref in enumerate(refs)]
@@ -69,7 +69,7 @@ class KontextTask(Task):
                   "reference_resized_to": list(resized), "requested_size": [asked.width, asked.height]}
         if stitched:
             record["stitched"] = {"size": list(reference.size), "layout": "side by side, scaled to the first height"}
-        return Prepared(self.name, {"image": reference, "width": asked.width, "height": asked.height},
+        return Prepared(self.name, {"image": reference, "width": asked.width, "height": asked.height, "max_area": MAX_AREA},
                         [image.record for image in images], record,
                         Size(final[0], final[1], (asked.width, asked.height), size.multiple), role=self.role)
 
