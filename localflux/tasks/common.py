@@ -33,6 +33,10 @@ def size_from_input(config, size: Size, image_size: tuple[int, int], what: str =
     return Size(w, h, tuple(image_size), size.multiple)
 
 
+def input_name(record: dict, what: str = "the input image") -> str:
+    return f"{what} {record['path']!r}" if record.get("path") else what
+
+
 def strength_used(config, role: str) -> float:
     value = config.input.strength
     return DEFAULT_STRENGTH[role] if value is None else value

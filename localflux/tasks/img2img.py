@@ -27,7 +27,7 @@ class Img2ImgTask(Task):
 
     def prepare(self, config, family, preset, size) -> Prepared:
         image = read_input(config.input.image, "image")
-        size = common.size_from_input(config, size, image.image.size)
+        size = common.size_from_input(config, size, image.image.size, common.input_name(image.record))
         resize_step(image, size)
         strength = common.strength_used(config, self.role)
         record = {"strength": strength, "strength_default": config.input.strength is None,

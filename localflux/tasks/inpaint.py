@@ -39,7 +39,7 @@ class InpaintTask(Task):
 
     def prepare(self, config, family, preset, size) -> Prepared:
         image, mask, outpaint = read_image_and_mask(config)
-        size = common.size_from_input(config, size, image.image.size)
+        size = common.size_from_input(config, size, image.image.size, common.input_name(image.record))
         for item in (image, mask):
             if tuple(item.image.size) != (size.width, size.height):
                 item.step("resize", to=[size.width, size.height], filter="lanczos", keep_aspect=False, by="diffusers")

@@ -60,7 +60,7 @@ class KontextTask(Task):
                             Size(final[0], final[1], (size.width, size.height), size.multiple), role=self.role)
         images = [read_input(ref, f"reference {n + 1}" if len(refs) > 1 else "reference") for n, ref in enumerate(refs)]
         reference, stitched = stitch(images)
-        asked = common.size_from_input(config, size, reference.size, what="the reference")
+        asked = common.size_from_input(config, size, reference.size, what="the reference" if len(images) > 1 else common.input_name(images[0].record, "the reference"))
         final = output_size(asked.width, asked.height, size.multiple)
         if final != (asked.width, asked.height):
             log.info("size %dx%d (Kontext renders about 1 MP at the aspect of %dx%d)", *final, asked.width, asked.height)
