@@ -1,17 +1,48 @@
 """The contract suite's cases: one or more per registered (family, task), each with a diffusers reference.
 
-A case says how to ask localflux for a render (a config dict) and how to render the same thing
-with the family's diffusers pipeline class directly (``reference(seed) -> PIL image``). A new
-family or task joins the suite by adding its cases here: ``test_contract.py`` fails while a
-registered (family, task) has none.
+A case builds, in a scratch folder (``Workspace``), what it needs (model folders, input pictures)
+and returns a localflux config plus ``reference(seed) -> PIL image``: the same render through the
+family's diffusers pipeline class, called directly. A new family or task joins the suite by adding
+its cases to ``CASES``: ``test_contract.py`` fails while a registered (family, task) has none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
+
+PROMPT = "a red fox in snow"
+
+
+class Workspace:
+    """Scratch folder shared by the cases of one test session; builds each model or picture once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._made: dict = {}
+
+    def once(self, key, make):
+        if key not in self._made:
+            self._made[key] = make(self.root / "-".join(map(str, key)))
+        return self._made[key]
+
+    def task_model(self, kind: str, shape: str) -> Path:
+        from image_models import save_task_model
+
+        return self.once(("model", kind, shape), lambda p: (save_task_model(kind, shape, p), p)[1])
+
+    def picture(self, size=(80, 48), seed=0) -> Path:
+        from image_models import noise_picture
+
+        return self.once(("picture", *size, seed), lambda p: noise_picture(p.with_suffix(".png"), size, seed))
+
+    def mask(self, size=(80, 48), box=(16, 8, 56, 40)) -> Path:
+        from image_models import box_mask
+
+        return self.once(("mask", *size, *box), lambda p: box_mask(p.with_suffix(".png"), size, box))
 
 
 @dataclass(frozen=True)
@@ -19,39 +50,89 @@ class Case:
     id: str
     family: str
     task: str
-    config: dict  # a localflux config (size, steps and seed given; sampling.seed is the base seed)
-    reference: Callable[[int], object]  # seed -> the image diffusers renders for that seed
+    build: Callable[[Workspace], tuple[dict, Callable[[int], object]]]  # -> (localflux config, reference)
     bad_flags: tuple[str, ...] = ()  # CLI flags that must be refused (exit 2, one line); once per family
-    extra: dict = field(default_factory=dict)
+    patches: dict = field(default_factory=dict)  # (module, attribute) -> value while the case runs
 
 
-def _flux1_text_reference(variant: str, prompt: str, width: int, height: int, steps: int, guidance: float, max_len: int):
-    from diffusers import FluxPipeline
+def _generators(seed: int):
+    return [torch.Generator("cpu").manual_seed(seed)]
 
-    from localflux.families.flux1.tiny import build_tiny_components
 
-    pipe = FluxPipeline(**build_tiny_components(variant))
-    pipe.set_progress_bar_config(disable=True)
-
-    def render(seed: int):
-        return pipe(prompt=prompt, prompt_2=prompt, width=width, height=height, num_inference_steps=steps,
-                    guidance_scale=guidance, max_sequence_length=max_len,
-                    generator=[torch.Generator("cpu").manual_seed(seed)]).images[0]
-
-    return render
+# ---------------------------------------------------------------- FLUX.1
 
 
 def _flux1_text(source: str, variant: str, guidance: float, width: int, height: int) -> Case:
-    prompt, steps, max_len = "a red fox in snow", 3, 32
-    config = {"model": {"source": source}, "prompt": {"subject": prompt}, "size": {"width": width, "height": height},
-              "sampling": {"seed": 11, "steps": steps, "guidance": guidance, "max_sequence_length": max_len}}
-    return Case(f"flux1-text-{source}-{width}x{height}", "flux1", "text", config,
-                _flux1_text_reference(variant, prompt, width, height, steps, guidance, max_len),
+    steps, max_len = 3, 32
+
+    def build(ws: Workspace):
+        from diffusers import FluxPipeline
+
+        from localflux.families.flux1.tiny import build_tiny_components
+
+        pipe = FluxPipeline(**build_tiny_components(variant))
+        pipe.set_progress_bar_config(disable=True)
+        config = {"model": {"source": source}, "prompt": {"subject": PROMPT},
+                  "size": {"width": width, "height": height},
+                  "sampling": {"seed": 11, "steps": steps, "guidance": guidance, "max_sequence_length": max_len}}
+
+        def reference(seed: int):
+            return pipe(prompt=PROMPT, prompt_2=PROMPT, width=width, height=height, num_inference_steps=steps,
+                        guidance_scale=guidance, max_sequence_length=max_len, generator=_generators(seed)).images[0]
+
+        return config, reference
+
+    return Case(f"flux1-text-{source}-{width}x{height}", "flux1", "text", build,
                 bad_flags=("--model", source, "--prompt", "x", "--steps", "0"))
 
 
-def cases() -> list[Case]:
-    return [
-        _flux1_text("tiny", "schnell", 0.0, 64, 48),
-        _flux1_text("tiny-dev", "dev", 3.5, 48, 64),
-    ]
+def _flux1_image(task: str, kind: str, shape: str, inputs: Callable[[Workspace], dict], call: dict,
+                 sampling: dict) -> Case:
+    """An image task on a tiny model folder of ``shape`` (tests/image_models.py)."""
+
+    def build(ws: Workspace):
+        from diffusers.utils import load_image
+
+        from localflux.families.flux1.pipelines import pipeline_class
+
+        folder = ws.task_model(kind, shape)
+        given = inputs(ws)
+        config = {"model": {"source": str(folder)}, "prompt": {"subject": PROMPT}, "input": given,
+                  "sampling": {"seed": 5, "max_sequence_length": 48, **sampling}}
+        pipe = pipeline_class(task).from_pretrained(folder)
+        pipe.set_progress_bar_config(disable=True)
+        pictures = {"image": given.get("image"), "mask_image": given.get("mask")}
+        if given.get("references"):
+            pictures["image"] = given["references"][0]
+
+        def reference(seed: int):
+            loaded = {key: load_image(str(value)) for key, value in pictures.items() if value}
+            return pipe(prompt=PROMPT, generator=_generators(seed), max_sequence_length=48, **loaded, **call).images[0]
+
+        return config, reference
+
+    return Case(f"flux1-{task}-{shape}", "flux1", task, build, patches={("localflux.tasks.kontext", "MAX_AREA"): 96 * 64})
+
+
+def _flux1_cases() -> list[Case]:
+    photo = lambda ws: {"image": str(ws.picture())}  # noqa: E731
+    masked = lambda ws: {"image": str(ws.picture()), "mask": str(ws.mask())}  # noqa: E731
+    reference = lambda ws: {"references": [str(ws.picture())]}  # noqa: E731
+    cases = [_flux1_text("tiny", "schnell", 0.0, 64, 48), _flux1_text("tiny-dev", "dev", 3.5, 48, 64)]
+    for shape in ("tiny", "schnell-named-dev"):
+        cases.append(_flux1_image("img2img", "base", shape, photo,
+                                  dict(strength=0.6, width=80, height=48, num_inference_steps=4, guidance_scale=3.5),
+                                  {"steps": 4, "guidance": 3.5}))
+        cases.append(_flux1_image("inpaint", "base", shape, masked,
+                                  dict(width=80, height=48, num_inference_steps=4, guidance_scale=3.5),
+                                  {"steps": 4, "guidance": 3.5}))
+        cases.append(_flux1_image("fill", "fill", shape, masked, dict(width=80, height=48, num_inference_steps=3),
+                                  {"steps": 3}))
+    for shape in ("tiny", "dev-named-schnell"):
+        cases.append(_flux1_image("kontext", "kontext", shape, reference,
+                                  dict(width=80, height=48, max_area=96 * 64, num_inference_steps=2, guidance_scale=3.5),
+                                  {"steps": 2}))
+    return cases
+
+
+CASES: list[Case] = _flux1_cases()

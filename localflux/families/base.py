@@ -81,6 +81,10 @@ class Family:
     def pipeline_class(self, task: str):
         raise NotImplementedError
 
+    def task_pipeline(self, pipe, role: str):
+        """The pipeline running ``role`` over the loaded pipeline's modules (nothing reloaded)."""
+        raise NotImplementedError
+
     def load(self, source: "Source", placement: "Placement", preset: str, memory_plan) -> "LoadedModel":
         raise NotImplementedError
 
