@@ -8,7 +8,8 @@ Sources (``model.source``):
 - a single-file transformer checkpoint (BFL/ComfyUI ``.safetensors`` or diffusers keys, fp8-stored
   weights are upcast on load) with ``model.base`` naming where the other components come from.
 
-Loaded pipelines are kept per process, keyed by everything that changes the loaded weights.
+``load_model`` always loads; ``model_cache.MODELS`` keeps loaded pipelines per process, keyed by
+``model_key`` (everything that changes the loaded weights), and hands them out clean.
 """
 
 from __future__ import annotations
@@ -54,12 +55,9 @@ class LoadedModel:
     offload: str
     files: list[Path] = field(default_factory=list)  # every file whose bytes feed the pixels
     fingerprint: str | None = None  # tiny: sha256 of its in-memory weights
-    lora_state: object = None  # lora.apply.LoraState: the LoRAs now in the pipe (None: clean base weights)
+    lora_state: object = None  # lora.state.LoraState: the LoRAs now in the pipe (None: clean base weights)
     memory_plan: dict | None = None  # the MemoryPlan applied (memory/plan.py), recorded in recipes
     speed: dict | None = None  # what speed.apply_speed applied, recorded in recipes
-
-
-_PIPELINES: dict[tuple, LoadedModel] = {}
 
 
 # ---------------------------------------------------------------- sources
@@ -168,22 +166,22 @@ def _safetensors_keys(path: Path) -> list[str]:
 # ---------------------------------------------------------------- loading
 
 
+def model_key(model: ModelConfig, placement: Placement, memory_plan, speed) -> tuple:
+    """Everything that changes the loaded weights: the model cache's key for ``load_model``'s result."""
+    return (model.source, model.base, model.revision, placement.device, placement.dtype, memory_plan, speed)
+
+
 def load_model(model: ModelConfig, placement: Placement, offload: str = "none", *, memory_plan=None,
-               speed=None, cache: bool = True) -> LoadedModel:
-    """The pipeline for ``model`` on ``placement``; reused within the process when already loaded.
+               speed=None) -> LoadedModel:
+    """Load the pipeline for ``model`` on ``placement`` afresh (``model_cache.MODELS`` keeps loaded ones).
 
     ``memory_plan`` (a ``memory.plan.MemoryPlan``) picks weight formats and offload; ``speed`` (a
     ``SpeedConfig``) the fast path. Without them: full precision, ``offload``, eager.
-    ``cache=False`` loads a private copy, neither taken from nor kept in the cache (training
-    attaches adapters to it, which later renders in the same process must not see).
     """
     from .memory.formats import check_runnable
     from .memory.plan import MemoryPlan
 
     plan = memory_plan or MemoryPlan(offload=offload)
-    key = (model.source, model.base, model.revision, placement.device, placement.dtype, plan, speed)
-    if cache and key in _PIPELINES:
-        return _PIPELINES[key]
     source = describe_source(model.source, model.base, model.revision, download=True)
     preset = detect_preset(source)
     check_runnable(plan.transformer, placement.device)
@@ -196,20 +194,7 @@ def load_model(model: ModelConfig, placement: Placement, offload: str = "none", 
 
         prepare_lora_hotswap(loaded.pipe, speed)  # LoRAs, when loaded here, go between these two calls
         loaded.speed = apply_speed(loaded.pipe, speed, placement.device)
-    if cache:
-        _PIPELINES[key] = loaded
     return loaded
-
-
-def clear_cache() -> None:
-    _PIPELINES.clear()
-
-
-def discard(model: LoadedModel) -> None:
-    """Forget a cached pipeline whose weights were changed (fused LoRAs): the next load reads it afresh."""
-    for key, cached in list(_PIPELINES.items()):
-        if cached is model:
-            del _PIPELINES[key]
 
 
 def _load(source: Source, placement: Placement, preset: str, plan=None) -> LoadedModel:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import config as config_mod
 from .config import Config
-from .loader import LoadedModel, Source, describe_source, detect_preset, load_model
+from .loader import LoadedModel, Source, describe_source, detect_preset
 from .presets import PRESETS
 from .prompts import PART_ORDER, join_prompt
 from .geometry import size_multiple, vae_scale_factor
@@ -144,8 +144,11 @@ def coerce_config(config) -> Config:
 
 
 def load(config: Config) -> LoadedModel:
+    """The model to render ``config`` with: from the model cache, with exactly ``config.lora`` applied."""
     from .device import resolve_placement
+    from .lora.state import apply_loras, lora_request
     from .memory.resolve import resolve_plan
+    from .model_cache import MODELS
 
     placement = resolve_placement(config.model.device, config.model.dtype)
     source = describe_source(config.model.source, config.model.base, config.model.revision)
@@ -153,16 +156,12 @@ def load(config: Config) -> LoadedModel:
     memory_plan = resolve_plan(config, source, preset, placement)
     if memory_plan.chosen_by == "auto":
         log.info("memory plan: %s (%s)", memory_plan.label(), memory_plan.reason)
-
-    def load_base():
-        return load_model(config.model, placement, offload=memory_plan.offload, memory_plan=memory_plan,
-                          speed=config.speed)
-
-    model = load_base()
-    if config.lora or model.lora_state is not None:  # the LoRA stage; also cleans LoRAs a previous render left
-        from .lora import apply_loras
-
-        model = apply_loras(model, config.lora, config.lora_options.fuse, reload=load_base)
+    loras = lora_request(config.lora, config.lora_options.fuse)  # hashes the files once; a missing one stops here
+    # a clean base, or one whose adapters these LoRAs can re-scale or hot-swap into (model_cache.py)
+    model = MODELS.load(config.model, placement, memory_plan=memory_plan, speed=config.speed,
+                        loras=loras if loras.entries else None)
+    if loras.entries:  # the LoRA stage
+        apply_loras(model, loras)
     return model
 
 

@@ -66,10 +66,12 @@ def test_hash_cache_is_shared_by_concurrent_processes(tmp_path):
 def test_loaded_pipelines_are_reused_within_a_process():
     from localflux.config import ModelConfig
 
+    from localflux.model_cache import MODELS
+
     placement = device.Placement("cpu", "float32")
-    first = loader.load_model(ModelConfig(source="tiny"), placement)
-    assert loader.load_model(ModelConfig(source="tiny"), placement) is first
-    assert loader.load_model(ModelConfig(source="tiny-dev"), placement) is not first
+    first = MODELS.load(ModelConfig(source="tiny"), placement)
+    assert MODELS.load(ModelConfig(source="tiny"), placement) is first
+    assert MODELS.load(ModelConfig(source="tiny-dev"), placement) is not first
 
 
 def _raise(exc):

@@ -149,8 +149,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     main = accelerator.is_main_process
     dtype = pick_dtype(device_name, config.model.dtype)
 
-    # Loaded on the CPU: the text encoders visit the accelerator only to fill the cache.
-    loaded = load_model(config.model, Placement("cpu", dtype), cache=False)
+    # Loaded on the CPU: the text encoders visit the accelerator only to fill the cache. A private copy, never in
+    # the model cache: training attaches adapters to it, which later renders in this process must not see.
+    loaded = load_model(config.model, Placement("cpu", dtype))
     pipe = loaded.pipe
     model_sha = base_model_hash(loaded)
     _check_buckets(pre.dataset, pipe.vae_scale_factor)
