@@ -62,7 +62,9 @@ def _by_naming(tensors: dict) -> list[dict]:
     """``tensors`` as one dict, or two when diffusers-named keys sit beside kohya/BFL ones."""
     named = {k: v for k, v in tensors.items() if k.partition(".")[0] in COMPONENTS}
     others = {k: v for k, v in tensors.items() if k not in named}
-    return [part for part in (named, others) if part] if named and others else [tensors] if tensors else []
+    if named and others:
+        return [named, others]
+    return [tensors] if tensors else []
 
 
 def _diffusers_convert(lora: LoraFile, tensors: dict):
