@@ -24,9 +24,11 @@ from .errors import ConfigError
 from .families import FAMILIES, Family
 from .geometry import PATCH
 from .hashing import sha256_file
-from .loader import LoadedModel, Source, describe_source, load_model
+from .loader import LoadedModel, Source, describe_source
+from .lora.state import apply_loras, lora_request
 from .memory.plan import MemoryPlan
 from .memory.resolve import resolve_plan
+from .model_cache import MODELS
 from .prompts import PART_ORDER, join_prompt
 from .recipe import versions
 from .recipe_schema import SCHEMA_VERSION, FileRecord, ModelRecord, Recipe, SizeRecord
@@ -175,22 +177,18 @@ def coerce_config(config) -> Config:
 
 
 def load(the_plan: Plan) -> LoadedModel:
-    """The model for a plan: loaded (or reused) with its memory plan, then the LoRA stage."""
+    """The model to render a plan with: from the model cache, with exactly the config's LoRAs applied."""
     config = the_plan.config
     placement = resolve_placement(config.model.device, config.model.dtype)
     memory_plan = memory_plan_for(the_plan, placement)
     if memory_plan.chosen_by == "auto":
         log.info("memory plan: %s (%s)", memory_plan.label(), memory_plan.reason)
-
-    def load_base():
-        return load_model(config.model, placement, family=the_plan.family, preset=the_plan.preset,
-                          memory_plan=memory_plan, speed=config.speed)
-
-    model = load_base()
-    if config.lora or model.lora_state is not None:  # the LoRA stage; also cleans LoRAs a previous render left
-        from .lora import apply_loras
-
-        model = apply_loras(model, config.lora, config.lora_options.fuse, reload=load_base)
+    loras = lora_request(config.lora, config.lora_options.fuse)  # hashes the files once; a missing one stops here
+    # a clean base, or one whose adapters these LoRAs can re-scale or hot-swap into (model_cache.py)
+    model = MODELS.load(config.model, placement, family=the_plan.family, preset=the_plan.preset,
+                        memory_plan=memory_plan, speed=config.speed, loras=loras if loras.entries else None)
+    if loras.entries:  # the LoRA stage
+        apply_loras(model, loras)
     return model
 
 
