@@ -37,8 +37,8 @@ def versions() -> dict[str, str]:
 
     from . import __version__
 
-    return {"localflux": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__}
+    return {"localflux": __version__, "torch": str(torch.__version__), "diffusers": str(diffusers.__version__),
+            "transformers": str(transformers.__version__)}
 
 
 def to_json(recipe: dict) -> str:
@@ -109,6 +109,9 @@ def read_png_text(path: str | Path) -> dict[str, str]:
             return {k: v for k, v in image.text.items()} if hasattr(image, "text") else {}
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise RecipeError(f"{str(path)!r} is not a readable image ({exc.__class__.__name__}); pass a localflux PNG") from None
+    except ValueError as exc:  # Pillow's bound on text chunks (MAX_TEXT_CHUNK): a compressed chunk too large to read
+        raise RecipeError(f"{str(path)!r} has a text chunk larger than image tools read ({exc}); "
+                          "the file was altered") from None
 
 
 def read_recipe(path: str | Path) -> dict:
