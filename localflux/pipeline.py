@@ -205,7 +205,9 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
         "schema_version": SCHEMA_VERSION,
         "localflux_version": versions()["localflux"],
         # where the file is saved is not part of how its pixels are made (and would break byte-identity)
-        "config": {key: value for key, value in config.to_dict().items() if key != "output"},
+        # (only whether the PNG carries the AI label is kept: it is part of the file's bytes)
+        "config": {**{key: value for key, value in config.to_dict().items() if key != "output"},
+                   "output": {"label": config.output.label}},
         "seed": seed,
         "index": index,
         "size": {"width": the_plan.size.width, "height": the_plan.size.height,
@@ -236,7 +238,7 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
 
 def save_result(result: Result, folder: Path, config: Config) -> Path:
     from .output import unique_path
-    from .recipe import save_png
+    from .io.png import save_png
 
     stem = f"{result.recipe['index'] + 1:04d}-s{result.seed}"
     if config.upscale.enabled and config.upscale.keep_original:

@@ -191,7 +191,8 @@ def _run_share(job: Job, group: Group, retry_failed: bool, progress: bool, emit)
 def _adopt(job: Job, item: Item) -> Record | None:
     """The manifest record for a finished file already in place (a crash before its manifest line)."""
     from ..output import atomic_write_bytes
-    from ..recipe import read_recipe, sidecar_bytes
+    from ..io.png import sidecar_bytes
+    from ..recipe import read_recipe
 
     path = job.folder / item.filename
     sidecar = path.with_suffix(".json")
@@ -229,7 +230,7 @@ def _render_item(job: Job, item: Item) -> Record:
     """Render and save one item; a render failure becomes a 'failed' record, not an exception."""
     import torch
 
-    from ..recipe import save_png
+    from ..io.png import save_png
 
     attempts = [(item.plan, None)]
     for attempt in range(2):

@@ -35,6 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"], help="precision (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--out", "-o", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT}/)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar over tiles")
+    parser.add_argument("--no-label", action="store_true",
+                        help="leave out the XMP AI-generation label (IPTC DigitalSourceType); see docs/provenance.md")
     parser.set_defaults(func=run)
     return parser
 
@@ -102,7 +104,7 @@ def run(args) -> int:
     reserved: set[Path] = set()
     for path in inputs:
         data, record = upscale_file(path, upscaler, scale, tile=args.tile, overlap=args.overlap, alpha=args.alpha,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, label=not args.no_label)
         target = unique_path(folder, f"{path.stem}-{_scale_label(scale)}", ".png", reserved)
         atomic_write_bytes(target, data)
         reserved.add(target)
