@@ -59,7 +59,10 @@ def lora_hashes(recipe: dict) -> str | None:
         autov3 = entry.get("autov3") if isinstance(entry, dict) else None
         if not isinstance(autov3, str) or not autov3:
             continue
-        name = entry.get("name") or Path(str(entry.get("path") or "lora")).stem
+        path = Path(str(entry.get("path") or "lora"))
+        name = entry.get("name") or path.stem
+        if name == path.name:  # no name was given: the recipe records the file name, A1111 the stem
+            name = path.stem
         name = str(name).replace(":", "_").replace(",", "_").replace('"', "'")
         parts.append(f"{name}: {autov3}")
     return ", ".join(parts) or None

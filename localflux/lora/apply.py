@@ -69,6 +69,7 @@ class AppliedLora:
     other: int = 0  # tensors that are neither LoRA weights nor alphas (all ignored)
     not_applied: list[str] = field(default_factory=list)  # the file's keys that did not apply (first few)
     targets: set = field(default_factory=set)  # model modules the LoRA changes
+    autov3: str | None = None  # Civitai's AutoV3 hash (safetensors files), for A1111's "Lora hashes"
 
     @property
     def complete(self) -> bool:
@@ -83,7 +84,7 @@ class AppliedLora:
 
     def record(self, fuse: str) -> dict:
         return {
-            "path": self.path, "name": self.name, "sha256": self.sha256, "format": self.format,
+            "path": self.path, "name": self.name, "sha256": self.sha256, "autov3": self.autov3, "format": self.format,
             "scale": self.scale, "fuse": fuse, "strict": self.strict, "partial": not self.complete,
             "applied": {"lora_tensors": self.lora_tensors, "applied": self.applied, "alphas": self.alphas,
                         "alphas_applied": self.alphas_applied, "text_encoder": self.text_encoder,
@@ -215,6 +216,10 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
         _load(pipe, {k: v for k, v in converted.items() if k.startswith("transformer.")}, adapter)
     applied = count_applied(pipe, adapter, lora, converted, trace)
     applied.name, applied.sha256, applied.scale, applied.strict = name, sha256, float(entry.scale), entry.strict
+    if lora.is_safetensors:  # computed once here, recorded for the parameters chunk's "Lora hashes"
+        from ..hashing import autov3
+
+        applied.autov3 = autov3(lora.path)
     if applied.applied == 0:
         _unload_adapter(pipe, adapter)
         raise LoraError(f"none of the {applied.lora_tensors} LoRA tensors in {str(lora.path)!r} apply to this model "
