@@ -51,6 +51,10 @@ class Plan:
 def plan(config: Config) -> Plan:
     """Resolve a config into a concrete plan, without loading weights or downloading anything."""
     config = _absolute_paths(config)
+    if config.output.content_credentials:  # before minutes of loading: the package and the key files
+        from .io.c2pa import check_output
+
+        check_output(config.output)
     source = describe_source(config.model.source, config.model.base, config.model.revision)
     preset_name = config.model.preset if config.model.preset != "auto" else detect_preset(source)
     config = config_mod.with_preset(config, PRESETS[preset_name])
@@ -238,15 +242,17 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
 
 def save_result(result: Result, folder: Path, config: Config) -> Path:
     from .output import unique_path
-    from .io.png import save_png
+    from .io.png import save_png, signer_for
+
+    signer = signer_for(config.output)
 
     stem = f"{result.recipe['index'] + 1:04d}-s{result.seed}"
     if config.upscale.enabled and config.upscale.keep_original:
         base_recipe = dict(result.recipe, upscale_steps=[])
         save_png(result.base_image, unique_path(folder, stem + "-base", ".png"), base_recipe,
-                 sidecar=config.output.sidecar)
+                 sidecar=config.output.sidecar, credentials=signer)
     path = unique_path(folder, stem, ".png")
-    return save_png(result.image, path, result.recipe, sidecar=config.output.sidecar)
+    return save_png(result.image, path, result.recipe, sidecar=config.output.sidecar, credentials=signer)
 
 
 def attention_backend(transformer) -> str:

@@ -358,6 +358,13 @@ CASES = [
     Case("replay: /etc/passwd as a LoRA", _recipe_names_file("lora", "/etc/passwd"), ["/etc/passwd", "LoRA", "refused"]),
     Case("replay: /etc/passwd as an upscaler", _recipe_names_file("upscaler", "/etc/passwd"),
          ["/etc/passwd", "upscaler", "refused"]),
+    Case("c2pa: signing certificate missing", lambda c: ["generate", *TINY_64, "--out", c.tmp / "o", "--content-credentials",
+                                                         "--set", f'output.c2pa_cert="{c.tmp / "nope.pem"}"',
+                                                         "--set", f'output.c2pa_key="{c.tmp / "nope.key"}"'],
+         ["nope.pem", "does not exist"]),
+    Case("c2pa: only a key, no certificate", lambda c: ["generate", *TINY_64, "--content-credentials",
+                                                        "--set", f'output.c2pa_key="{c.write("k.pem", "x")}"'],
+         ["c2pa_cert and output.c2pa_key go together"]),
     # ---- output paths
     Case("output: parent is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x") / "sub"], ["f.txt", "is a file"]),
     Case("output: --out is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x")], ["f.txt", "is a file"]),

@@ -27,6 +27,7 @@ FLAG_KEYS = {
     "offload": "memory.offload",
     "lora_fuse": "lora_options.fuse",
     "memory": "memory.plan",
+    "content_credentials": "output.content_credentials",
 }
 
 
@@ -60,6 +61,8 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
                              "replaces the config file's [[lora]] entries")
     parser.add_argument("--lora-fuse", choices=["auto", "fused", "unfused"],
                         help="merge LoRAs into the weights or keep separate adapters (default auto)")
+    parser.add_argument("--content-credentials", action="store_const", const=True, default=None,
+                        help="sign each PNG with C2PA Content Credentials (needs localflux[c2pa]; docs/provenance.md)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set sampling.steps=8 (repeatable; wins over everything)")
 

@@ -181,6 +181,15 @@ def png_bytes(image, recipe: dict | None, extra_text: dict[str, str] | None = No
     return buffer.getvalue()
 
 
+def signer_for(output):
+    """The Content Credentials signer an ``[output]`` table asks for, or None (the default: off)."""
+    if not getattr(output, "content_credentials", False):
+        return None
+    from .c2pa import Signer
+
+    return Signer.from_output(output)
+
+
 def save_png(image, path: Path, recipe: dict, *, sidecar: bool = True, credentials=None) -> Path:
     """Write the PNG (and ``.json`` sidecar) atomically; never overwrites.
 
@@ -188,7 +197,7 @@ def save_png(image, path: Path, recipe: dict, *, sidecar: bool = True, credentia
     """
     data = png_bytes(image, recipe)
     if credentials is not None:
-        data = credentials.sign_png(data, recipe)
+        data = credentials.sign_png(data, recipe, title=Path(path).name)
     atomic_write_bytes(path, data)
     if sidecar:
         atomic_write_bytes(path.with_suffix(".json"), sidecar_bytes(recipe))
