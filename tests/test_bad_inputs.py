@@ -365,6 +365,8 @@ CASES = [
     Case("c2pa: only a key, no certificate", lambda c: ["generate", *TINY_64, "--content-credentials",
                                                         "--set", f'output.c2pa_key="{c.write("k.pem", "x")}"'],
          ["c2pa_cert and output.c2pa_key go together"]),
+    Case("inspect: not an image", lambda c: ["inspect", c.write("notes.png", "hello")], ["notes.png", "not a readable image"]),
+    Case("inspect: damaged recipe", lambda c: ["inspect", c.png_with_recipe(text="{not json")], ["edited.png", "not valid JSON"]),
     # ---- output paths
     Case("output: parent is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x") / "sub"], ["f.txt", "is a file"]),
     Case("output: --out is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x")], ["f.txt", "is a file"]),
