@@ -53,11 +53,17 @@ def label(text: dict[str, str]) -> dict:
     return {"present": source is not None, "digital_source_type": source, "creator_tool": tool}
 
 
-def _get(data, *keys, default=None):
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _get(data, *keys):
     for key in keys:
-        if not isinstance(data, dict) or key not in data:
-            return default
-        data = data[key]
+        data = _dict(data).get(key)
     return data
 
 
@@ -68,10 +74,13 @@ def _step(step) -> dict:
 
 
 def summary(recipe: dict) -> dict:
-    """The readable parts of a recipe (``--json`` has them all in ``recipe``)."""
-    config = recipe.get("config") or {}
-    sampling = config.get("sampling") or {}
-    model = recipe.get("model") or {}
+    """The readable parts of a recipe (whatever types a damaged one holds: this only reports)."""
+    sampling = _dict(_get(recipe, "config", "sampling"))
+    model = _dict(recipe.get("model"))
+    try:
+        model_hash = png.model_hash(recipe)
+    except (TypeError, AttributeError):
+        model_hash = None
     return {
         "schema_version": recipe.get("schema_version"),
         "localflux_version": recipe.get("localflux_version"),
@@ -83,18 +92,18 @@ def summary(recipe: dict) -> dict:
         "guidance": sampling.get("guidance"),
         "true_cfg": sampling.get("true_cfg"),
         "model": {"source": model.get("source"), "kind": model.get("kind"), "preset": model.get("preset"),
-                  "base": model.get("base"), "model_hash": png.model_hash(recipe), "fingerprint": model.get("fingerprint"),
-                  "files": [{"path": f.get("path"), "sha256": f.get("sha256")} for f in model.get("files") or []
+                  "base": model.get("base"), "model_hash": model_hash, "fingerprint": model.get("fingerprint"),
+                  "files": [{"path": f.get("path"), "sha256": f.get("sha256")} for f in _list(model.get("files"))
                             if isinstance(f, dict)]},
         "loras": [{k: entry.get(k) for k in ("name", "path", "scale", "sha256", "autov3", "format", "fuse")}
-                  for entry in recipe.get("loras") or [] if isinstance(entry, dict)],
-        "inputs": recipe.get("inputs") or [],
-        "upscale_steps": [_step(s) for s in recipe.get("upscale_steps") or []],
+                  for entry in _list(recipe.get("loras")) if isinstance(entry, dict)],
+        "inputs": [item if isinstance(item, dict) else {"path": item} for item in _list(recipe.get("inputs"))],
+        "upscale_steps": [_step(s) for s in _list(recipe.get("upscale_steps"))],
         "device": recipe.get("device"),
         "dtype": recipe.get("dtype"),
-        "decisions": recipe.get("decisions") or {},
-        "warnings": recipe.get("warnings") or [],
-        "versions": recipe.get("versions") or {},
+        "decisions": _dict(recipe.get("decisions")),
+        "warnings": _list(recipe.get("warnings")),
+        "versions": _dict(recipe.get("versions")),
     }
 
 
@@ -136,8 +145,7 @@ def format_text(info: dict) -> str:
             lines.append(f"LoRA:        {lora['name']} x{lora['scale']} sha256 {_short(lora['sha256'])} "
                          f"AutoV3 {lora['autov3'] or '-'} ({lora['path']})")
         for item in r["inputs"]:
-            lines.append(f"input:       {item.get('path') if isinstance(item, dict) else item} "
-                         f"sha256 {_short(item.get('sha256') if isinstance(item, dict) else None)}")
+            lines.append(f"input:       {item.get('path')} sha256 {_short(item.get('sha256'))}")
         for step in r["upscale_steps"]:
             lines.append(f"upscaled:    x{step.get('scale')} with {step.get('model') or step.get('path')} "
                          f"(sha256 {_short(step.get('sha256'))})")

@@ -43,9 +43,9 @@ def _short_hash(entry: dict, length: int) -> str | None:
 
 def model_hash(recipe: dict) -> str | None:
     """A1111's ``Model hash`` (first 10 hex of the sha256): only for a single-file transformer checkpoint."""
-    model = recipe.get("model") or {}
-    files = model.get("files") or []
-    if model.get("kind") != "single_file" or not files:
+    model = recipe.get("model")
+    files = model.get("files") if isinstance(model, dict) else None
+    if not isinstance(files, list) or model.get("kind") != "single_file" or not files:
         return None
     source = str(model.get("source") or "")
     match = [f for f in files if isinstance(f, dict) and str(f.get("path")) == source] or files[:1]
@@ -55,7 +55,8 @@ def model_hash(recipe: dict) -> str | None:
 def lora_hashes(recipe: dict) -> str | None:
     """A1111's ``Lora hashes`` value: ``name: <AutoV3>, ...`` for the LoRAs whose AutoV3 is recorded."""
     parts = []
-    for entry in recipe.get("loras") or []:
+    loras = recipe.get("loras")
+    for entry in loras if isinstance(loras, list) else []:
         autov3 = entry.get("autov3") if isinstance(entry, dict) else None
         if not isinstance(autov3, str) or not autov3:
             continue

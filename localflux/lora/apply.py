@@ -324,9 +324,10 @@ def peft_metadata_config(metadata: dict) -> dict | None:
     if not text:
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def fold_metadata_alphas(state: dict, config: dict) -> dict:

@@ -151,7 +151,9 @@ def peft_metadata(metadata: dict[str, str]) -> dict:
         return {}
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):  # "null", a list, a number: not a LoraConfig (found by tests/test_properties.py)
         return {}
     return {key.split(".", 1)[1]: value for key, value in data.items() if key.startswith("transformer.")}
 
