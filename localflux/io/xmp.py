@@ -61,12 +61,17 @@ def merge(existing: str | None, source_type: str) -> str:
 
     The label's two properties are removed from the existing packet (the standard prefixes, as
     written by Adobe, exiftool and cameras) and added in a description of their own; a packet that
-    cannot be edited that way (no ``</rdf:RDF>``, or huge) is replaced.
+    cannot be edited that way (neither one ``</rdf:RDF>`` nor one ``</x:xmpmeta>``, or huge) is replaced.
     """
-    if not existing or len(existing) > _MAX_MERGE or existing.count("</rdf:RDF>") != 1:
+    if not existing or len(existing) > _MAX_MERGE:
         return packet(source_type)
     cleaned = _OURS.sub("", existing)
-    return cleaned.replace("</rdf:RDF>", description(source_type) + "</rdf:RDF>")
+    if cleaned.count("</rdf:RDF>") == 1:
+        return cleaned.replace("</rdf:RDF>", description(source_type) + "</rdf:RDF>")
+    if cleaned.count("</x:xmpmeta>") == 1 and "</rdf:RDF>" not in cleaned:  # descriptions without an rdf:RDF
+        rdf = f'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">{description(source_type)}</rdf:RDF>'
+        return cleaned.replace("</x:xmpmeta>", rdf + "</x:xmpmeta>")
+    return packet(source_type)
 
 
 _TYPE = re.compile(r"DigitalSourceType(?:>|=\")\s*([^<\"\s]+)")
