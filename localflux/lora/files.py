@@ -68,6 +68,12 @@ def read_lora(path: str | Path) -> LoraFile:
         tensors, metadata = _read_pickle(path), {}
     if not tensors:
         raise LoraError(f"LoRA file {str(path)!r} holds no tensors; re-download it")
+    # an alpha is one number; an empty or multi-valued one was a RuntimeError deep in loading (found by
+    # tests/test_properties.py)
+    bad = next((k for k, v in tensors.items() if is_alpha_key(k) and getattr(v, "numel", lambda: 1)() != 1), None)
+    if bad is not None:
+        raise LoraError(f"LoRA file {str(path)!r} has an alpha {bad!r} with {tensors[bad].numel()} values instead of "
+                        "one number; the file is damaged, re-download it")
     return LoraFile(path, tensors, metadata)
 
 
