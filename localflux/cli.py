@@ -20,6 +20,7 @@ from .errors import LocalFluxError
 COMMAND_MODULES = [
     "generate",
     "replay",
+    "inspect",
     "upscale",
     "weights",
     "batch",

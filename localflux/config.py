@@ -85,6 +85,10 @@ class PromptConfig:
 class OutputConfig:
     dir: str = "renders"
     sidecar: bool = True  # also write <image>.json next to each PNG
+    label: bool = True  # XMP AI-generation label (IPTC DigitalSourceType) in every PNG; see docs/provenance.md
+    content_credentials: bool = False  # sign each PNG with C2PA Content Credentials (needs localflux[c2pa])
+    c2pa_cert: str | None = None  # PEM certificate chain for signing (default: a local CA in the user data folder)
+    c2pa_key: str | None = None  # PEM private key matching c2pa_cert
 
 
 @dataclass(frozen=True)
@@ -552,7 +556,7 @@ def _check_range(value: Any, metadata, dotted: str, origin: str) -> None:
 # ---------------------------------------------------------------- paths
 
 _ITEM_KEY = re.compile(r"^(\w+)\[(\d+)\]\.(\w+)$")
-_PATH_KEYS = ("model.base", "output.dir", "upscale.model")
+_PATH_KEYS = ("model.base", "output.dir", "upscale.model", "output.c2pa_cert", "output.c2pa_key")
 _IMAGE_KEYS = ("input.image", "input.mask", "input.references")  # image paths: relative to the config file
 _WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".sft", ".ckpt", ".pt", ".pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -77,6 +77,26 @@ def _hash_bytes(path: Path, size: int, progress: bool) -> str:
     return h.hexdigest()
 
 
+def autov3(path: str | os.PathLike) -> str | None:
+    """Civitai's AutoV3 hash of a ``.safetensors`` file: the first 12 hex of the sha256 of the bytes
+    after the 8-byte header length and the JSON header (the tensor data only), or None when the file
+    is not laid out as safetensors."""
+    import struct
+
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) != 8:
+            return None
+        (length,) = struct.unpack("<Q", head)
+        if length > os.fstat(handle.fileno()).st_size - 8:
+            return None
+        handle.seek(8 + length)
+        h = hashlib.sha256()
+        while chunk := handle.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
 def sha256_state_dict(state_dict) -> str:
     """Fingerprint of in-memory weights (the built-in tiny model has no files)."""
     import torch

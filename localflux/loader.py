@@ -14,6 +14,8 @@ Sources (``model.source``):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -99,6 +101,20 @@ def describe_source(text: str, base: str | None = None, revision: str | None = N
                            "(org/name); check the path")
 
 
+# Set while replaying: nothing may be downloaded, whatever the recipe names (see replay.py).
+_NO_DOWNLOADS: contextvars.ContextVar[bool] = contextvars.ContextVar("localflux_no_downloads", default=False)
+
+
+@contextlib.contextmanager
+def no_downloads():
+    """Within this block a model missing from the Hugging Face cache is an error, never a download."""
+    token = _NO_DOWNLOADS.set(True)
+    try:
+        yield
+    finally:
+        _NO_DOWNLOADS.reset(token)
+
+
 def _cached_snapshot(repo_id: str, revision: str | None, *, download: bool) -> Path | None:
     """The local snapshot folder of a hub repo: from the cache, or downloaded when allowed."""
     patterns = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors"]
@@ -108,6 +124,10 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, download: bool) -> P
         pass
     if not download:
         return None  # dry runs and descriptions must not download anything
+    if _NO_DOWNLOADS.get():
+        raise ModelSourceError(f"model {repo_id!r} is not in the Hugging Face cache and replay never downloads; "
+                               f"get it with `hf download {repo_id}` (or `localflux generate --model {repo_id} ...` "
+                               "once) and replay again")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     how = (f"download it where a network is available (`hf download {repo_id}`) and copy the Hugging Face cache here, "
            "or pass a local diffusers folder with --model")

@@ -46,13 +46,37 @@ def unique_path(folder: Path, stem: str, suffix: str, reserved: set[Path] | None
     return candidate
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` via temp file + fsync + rename; refuses to replace a file unless asked."""
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(directory: bool = False) -> int:
+    """The mode a plain ``open()`` (or ``mkdir``) gives under the current umask: 0644 / 0755 under 022."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` via temp file + fsync + rename; refuses to replace a file unless asked.
+
+    The file gets ``mode``, by default what a plain ``open()`` would give (the umask is honoured:
+    mkstemp alone would make every output 0600, unreadable to a web server or a shared folder's users).
+    """
     path = Path(path)
     folder = path.parent
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), plain_mode() if mode is None else mode)
             faults.disk_full(path)
             handle.write(data)
             handle.flush()

@@ -74,6 +74,10 @@ class Plan:
 def plan(config: Config) -> Plan:
     """Resolve a config into a concrete plan, without loading weights or downloading anything."""
     config = _absolute_paths(config)
+    if config.output.content_credentials:  # before minutes of loading: the package and the key files
+        from .io.c2pa import check_output
+
+        check_output(config.output)
     source, family, preset = identify(config.model)
     config = config_mod.with_preset(config, family.presets[preset])
     family.validate(config)
@@ -235,7 +239,10 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
         schema_version=SCHEMA_VERSION,
         localflux_version=versions()["localflux"],
         # where the file is saved is not part of how its pixels are made (and would break byte-identity)
-        config=strip_pixels({key: value for key, value in config.to_dict().items() if key != "output"}),
+        # where the file is saved is not part of how its pixels are made (and would break byte-identity);
+        # only whether the PNG carries the AI label is kept: it is part of the file's bytes
+        config=strip_pixels({**{key: value for key, value in config.to_dict().items() if key != "output"},
+                             "output": {"label": config.output.label}}),
         seed=seed,
         index=index,
         size=SizeRecord(the_plan.size.width, the_plan.size.height, list(the_plan.size.requested)),
@@ -266,15 +273,17 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
 
 def save_result(result: Result, folder: Path, config: Config) -> Path:
     from .output import unique_path
-    from .recipe import save_png
+    from .io.png import save_png, signer_for
+
+    signer = signer_for(config.output)
 
     stem = f"{result.recipe['index'] + 1:04d}-s{result.seed}"
     if config.upscale.enabled and config.upscale.keep_original:
         base_recipe = dict(result.recipe, upscale_steps=[])
         save_png(result.base_image, unique_path(folder, stem + "-base", ".png"), base_recipe,
-                 sidecar=config.output.sidecar)
+                 sidecar=config.output.sidecar, credentials=signer)
     path = unique_path(folder, stem, ".png")
-    return save_png(result.image, path, result.recipe, sidecar=config.output.sidecar)
+    return save_png(result.image, path, result.recipe, sidecar=config.output.sidecar, credentials=signer)
 
 
 def attention_backend(transformer) -> str:

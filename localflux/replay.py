@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import ConfigError, RecipeError, WeightsMismatchError
+from .errors import ConfigError, ModelSourceError, RecipeError, WeightsMismatchError
 from .families import FAMILIES
 from .tasks.images import check_recorded_inputs
 
@@ -30,7 +31,10 @@ class Replay:
 def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
     """The config that reproduces the recipe's forward pass (its whole batch when it was batched)."""
     batch_seeds = recipe["decisions"].get("batch_seeds") or [recipe["seed"]]
-    data = recipe["config"]
+    data = dict(recipe["config"])
+    # where the original was saved is never where a replay goes (that is --out): only the label setting is kept
+    output = data.get("output")
+    data["output"] = {"label": output["label"]} if isinstance(output, dict) and "label" in output else {}
     overrides = {
         "sampling.seed": batch_seeds[0],
         "sampling.count": len(batch_seeds),
@@ -53,17 +57,97 @@ def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
     return config_mod.replace(config_mod.config_from_dict(data, origin="recipe"), **overrides)
 
 
-def check_weights(recipe: dict) -> None:
-    """Refuse early when a weight file is gone or its bytes differ from the recipe's."""
+# What a recipe may name, by role: a file of another kind is refused without being opened or hashed.
+MODEL_FILE_SUFFIXES = (".safetensors", ".sft", ".gguf", ".bin", ".json", ".txt", ".model")  # weights, configs, tokenizers
+LORA_SUFFIXES = (".safetensors", ".sft", ".pt", ".ckpt", ".pth", ".bin")
+UPSCALER_SUFFIXES = (".safetensors", ".pth", ".pt")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif")
+
+
+def _never_downloads(recipe: dict) -> str:
+    source = recipe["model"].get("source")
+    return (f"replay never downloads: get the model with `hf download {source}` (or render once with "
+            f"`localflux generate --model {source}`), or restore the files, and replay again")
+
+
+def _named_path(what: str, entry, suffixes: tuple[str, ...]) -> Path:
+    """The path a recipe entry names, refused (unread) unless it has a suffix its role allows."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not isinstance(entry.get("sha256"), str):
+        raise RecipeError(f"a {what} entry of the recipe is malformed (needs a path and a sha256); the file was altered")
+    path = Path(os.path.abspath(entry["path"]))
+    if "\0" in entry["path"] or path.suffix.lower() not in suffixes:
+        raise RecipeError(f"the recipe names {entry['path']!r} as a {what}, which is not a {what} file "
+                          f"({', '.join(suffixes)}); refused without reading it")
+    return path
+
+
+def model_files_allowed(recipe: dict, config: config_mod.Config) -> list[tuple[str, dict]]:
+    """The recipe's model files, each checked to be one the config's model consists of (nothing is read
+    but folder listings), so only files named in the recipe are loaded and only model files are named."""
+    from .loader import describe_source, source_files
+
+    entries = recipe["model"]["files"]
+    if not isinstance(entries, list):
+        raise RecipeError("the recipe's model.files must be a list; the file was altered")
+    named = {_named_path("model file", entry, MODEL_FILE_SUFFIXES): entry for entry in entries}
+    if config.model.source in FAMILIES.builtin_names():
+        if named:
+            raise RecipeError(f"the recipe names {str(next(iter(named)))!r} as a file of built-in model "
+                              f"{config.model.source!r}, which has none; refused without reading it")
+        return []
+    if not named:
+        raise ModelSourceError(f"this image's recipe records no files for model {config.model.source!r}; "
+                               + _never_downloads(recipe))
+    try:
+        source = describe_source(config.model.source, config.model.base, config.model.revision, download=False)
+    except ModelSourceError as exc:
+        raise ModelSourceError(f"{str(exc).rstrip('.')}; " + _never_downloads(recipe)) from None
+    if source.path is None or (source.base is not None and source.base.path is None):
+        raise ModelSourceError(f"model {config.model.source!r} is not in the Hugging Face cache; " + _never_downloads(recipe))
+    roots = [Path(os.path.abspath(p)) for p in (source.path, source.base.path if source.base else None) if p]
+    loads = {Path(os.path.abspath(p)) for p in source_files(source)}
+    for path in named:
+        missing_inside = not path.exists() and any(path.is_relative_to(root) for root in roots)  # said below
+        if path not in loads and not missing_inside:
+            raise RecipeError(f"the recipe names {str(path)!r}, which is not a file of model {config.model.source!r}; "
+                              "refused without reading it")
+    for path in named:
+        if not path.is_file():
+            raise ModelSourceError(f"model file {str(path)!r} used by this image is missing; " + _never_downloads(recipe))
+    unnamed = sorted(str(p) for p in loads if p not in named)
+    if unnamed:
+        raise WeightsMismatchError(f"model {config.model.source!r} has {unnamed[0]!r}, which this image's recipe does "
+                                   "not record; only files named in the recipe are loaded, restore the model as it was")
+    return [("weight file", entry) for entry in entries]
+
+
+def check_weights(recipe: dict, config: config_mod.Config | None = None) -> None:
+    """Refuse early when a file is not one the recipe may name, is gone, or its bytes differ from the recipe's.
+
+    Never touches the network; reads (hashes) only files that passed the checks of their role.
+    """
     from .hashing import sha256_file
 
-    checks = [("weight file", entry) for entry in recipe["model"]["files"]]
-    checks += [("LoRA", entry) for entry in recipe.get("loras") or []]  # older recipes have no "loras"
+    config = config if config is not None else recipe_config(recipe)
+    checks = model_files_allowed(recipe, config)
+    loras = recipe.get("loras") or []  # older recipes have no "loras"
+    lora_paths = [str(_named_path("LoRA", entry, LORA_SUFFIXES)) for entry in loras]
+    configured = [os.path.abspath(str(Path(entry.path).expanduser())) for entry in config.lora]
+    if configured != lora_paths:
+        raise RecipeError("the recipe's LoRA list and its config's [[lora]] entries differ; the file was altered")
+    checks += [("LoRA", entry) for entry in loras]
+    for step in recipe["upscale_steps"]:
+        _named_path("upscaler", step, UPSCALER_SUFFIXES)
     checks += [("upscaler", entry) for entry in recipe["upscale_steps"]]
+    inputs = recipe.get("inputs") or []
+    for entry in inputs if isinstance(inputs, list) else [inputs]:
+        _named_path("input image", entry, IMAGE_SUFFIXES)
+        checks.append(("input image", entry))
     for what, entry in checks:
         path = Path(entry["path"])
         if not path.is_file():
-            raise WeightsMismatchError(f"{what} {str(path)!r} used by this image is missing; restore it to replay")
+            raise WeightsMismatchError(f"{what} {str(path)!r} used by this image is missing; restore it to replay "
+                                       "(replay never downloads)")
         digest = sha256_file(path)
         if digest != entry["sha256"]:
             raise WeightsMismatchError(f"{what} {str(path)!r} has sha256 {digest[:12]}… but the image was rendered "
@@ -108,19 +192,22 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     from . import pipeline
     from .recipe import read_recipe
 
+    from .loader import no_downloads
+
     recipe = read_recipe(image_path)
     check_recorded_inputs(recipe)  # a changed or missing input image stops replay, naming it
     try:
         check_upscale_steps(recipe["upscale_steps"])
-        check_weights(recipe)
         config = recipe_config(recipe, device=device)
+        check_weights(recipe, config)
     except ConfigError as exc:  # recipe data is only data: a bad value is a damaged file, named as such
         raise RecipeError(f"the recipe in {str(image_path)!r} has an invalid value ({exc}); the file was altered") from None
     except (KeyError, TypeError, AttributeError) as exc:
         raise RecipeError(f"the recipe in {str(image_path)!r} is malformed (bad or missing {exc}); "
                           "the file was altered") from None
-    the_plan = pipeline.plan(config)
-    model = pipeline.load(the_plan)
+    with no_downloads():  # checked above already; this makes sure no later step reaches the hub either
+        the_plan = pipeline.plan(config)
+        model = pipeline.load(the_plan)
     expected_fp = recipe["model"].get("fingerprint")
     if expected_fp and model.fingerprint != expected_fp:
         raise WeightsMismatchError(f"built-in model {recipe['model']['source']!r} differs from the one this image was "

@@ -180,10 +180,11 @@ def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str 
         path = None
         if folder is not None:
             from .output import unique_path
-            from .recipe import save_png
+            from .io.png import save_png, signer_for
 
             path = save_png(result.image, unique_path(folder, f"r{row + 1:02d}-c{column + 1:02d}-s{seed}", ".png"),
-                            result.recipe, sidecar=the_plan.config.output.sidecar)
+                            result.recipe, sidecar=the_plan.config.output.sidecar,
+                            credentials=signer_for(the_plan.config.output))
         sweep.cells.append(Cell(row, column, seed, value, path, result.image))
         if on_cell is not None:
             on_cell(sweep.cells[-1])
@@ -248,7 +249,7 @@ def cell_thumbnail(image, layout: Layout):
 
 def _save_sheet(sweep: Sweep, folder: Path) -> Path:
     from .output import atomic_write_bytes, unique_path
-    from .recipe import png_bytes
+    from .io.png import png_bytes
 
     index = {"key": sweep.key, "values": sweep.values, "seeds": sweep.seeds,
              "layout": dataclasses.asdict(sweep.layout),

@@ -31,6 +31,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LOCALFLUX_CACHE", str(tmp_path_factory.getbasetemp() / "lfcache"))
     # upscaler weights installed by tests never land in the checkout's weights/ folder
     monkeypatch.setenv("LOCALFLUX_WEIGHTS", str(tmp_path_factory.getbasetemp() / "upscalers"))
+    # the local C2PA signing key (localflux.io.c2pa) is made in the user data folder: a test one here
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "xdg"))
 
 
 @pytest.fixture(scope="session")

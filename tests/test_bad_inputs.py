@@ -111,11 +111,52 @@ def _vae_as_transformer(ctx: Ctx) -> list:
 
 def _changed_weights(ctx: Ctx) -> list:
     folder = ctx.model_copy()
-    png = ctx.png_with_recipe(lambda r: [f.update(path=str(folder / Path(f["path"]).relative_to(ctx.models["schnell"])))
-                                         for f in r["model"]["files"]])
+    def move(recipe):  # the recipe of a render from the copy
+        for entry in recipe["model"]["files"]:
+            entry.update(path=str(folder / Path(entry["path"]).relative_to(ctx.models["schnell"])))
+        recipe["model"]["source"] = recipe["config"]["model"]["source"] = str(folder)
+
+    png = ctx.png_with_recipe(move)
     weights = next((folder / "vae").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x00")
     return ["replay", png, "--verify", "--no-progress"]
+
+
+def _hub_recipe(files: list) -> Callable[[dict], None]:
+    def edit(recipe):  # a recipe naming a hub model (not in this machine's cache)
+        recipe["config"]["model"]["source"] = recipe["model"]["source"] = "someone/FLUX.1-never-cached"
+        recipe["model"].update(kind="hub", files=files, fingerprint=None)
+    return edit
+
+
+def _missing_model_file(ctx: Ctx) -> list:
+    folder = ctx.model_copy()
+
+    def move(recipe):  # rendered from the copy, whose VAE weights are gone since
+        for entry in recipe["model"]["files"]:
+            entry.update(path=str(folder / Path(entry["path"]).relative_to(ctx.models["schnell"])))
+        recipe["model"]["source"] = recipe["config"]["model"]["source"] = str(folder)
+
+    png = ctx.png_with_recipe(move)
+    next((folder / "vae").glob("*.safetensors")).unlink()
+    return ["replay", png, "--verify", "--no-progress"]
+
+
+def _recipe_names_file(role: str, target: str) -> Callable[[Ctx], list]:
+    """A recipe that names ``target`` (outside anything a recipe may name) as a file of ``role``."""
+    def setup(ctx: Ctx) -> list:
+        entry = {"path": target, "sha256": "0" * 64, "size": 1}
+
+        def edit(recipe):
+            if role == "model":
+                recipe["model"]["files"].append(entry)
+            elif role == "lora":
+                recipe["loras"] = [dict(entry, scale=1.0, name="x", fuse="fused")]
+                recipe["config"]["lora"] = [{"path": target, "scale": 1.0, "name": "x", "strict": True}]
+            else:
+                recipe["upscale_steps"] = [dict(entry, scale=2, tile=None, overlap=None, device="cpu", dtype=None)]
+        return ["replay", ctx.png_with_recipe(edit), "--verify", "--no-progress"]
+    return setup
 
 
 def _prompt_file_latin1(ctx: Ctx) -> list:
@@ -176,7 +217,12 @@ def _lora_entry(ctx: Ctx, entry: str) -> list:
 def _replay_changed_lora(ctx: Ctx) -> list:
     lora = _lora(ctx)
     record = {"path": str(lora), "sha256": "0" * 64, "scale": 1.0, "name": "style", "fuse": "fused"}
-    return ["replay", ctx.png_with_recipe(lambda r: r.update(loras=[record])), "--no-progress"]
+
+    def add(recipe):  # as rendered with the LoRA: in the config and in the applied list
+        recipe.update(loras=[record])
+        recipe["config"]["lora"] = [{"path": str(lora), "scale": 1.0, "name": "style", "strict": True}]
+
+    return ["replay", ctx.png_with_recipe(add), "--no-progress"]
 
 
 def _convert_onto(ctx: Ctx) -> list:
@@ -375,6 +421,28 @@ CASES = [
     Case("replay: recipe of the wrong shape", lambda c: ["replay", c.png_with_recipe(lambda r: r.update(model="x"))],
          ["edited.png", "malformed"]),
     Case("replay: weight file changed", _changed_weights, ["diffusion_pytorch_model.safetensors", "has sha256"]),
+    Case("replay: hub model, no files recorded", lambda c: ["replay", c.png_with_recipe(_hub_recipe([])), "--no-progress"],
+         ["someone/FLUX.1-never-cached", "replay never downloads", "hf download"]),
+    Case("replay: hub model not cached", lambda c: ["replay", c.png_with_recipe(_hub_recipe(
+        [{"path": str(c.tmp / "gone" / "model_index.json"), "sha256": "0" * 64, "size": 1}])), "--no-progress"],
+         ["someone/FLUX.1-never-cached", "Hugging Face cache", "replay never downloads"]),
+    Case("replay: a model file is missing", _missing_model_file, ["vae", "is missing", "replay never downloads"]),
+    Case("replay: /etc/passwd as a weight file", _recipe_names_file("model", "/etc/passwd"),
+         ["/etc/passwd", "refused without reading"]),
+    Case("replay: a model file outside the model", _recipe_names_file("model", "/etc/ssl/openssl.json"),
+         ["/etc/ssl/openssl.json", "not a file of model", "refused without reading"]),
+    Case("replay: /etc/passwd as a LoRA", _recipe_names_file("lora", "/etc/passwd"), ["/etc/passwd", "LoRA", "refused"]),
+    Case("replay: /etc/passwd as an upscaler", _recipe_names_file("upscaler", "/etc/passwd"),
+         ["/etc/passwd", "upscaler", "refused"]),
+    Case("c2pa: signing certificate missing", lambda c: ["generate", *TINY_64, "--out", c.tmp / "o", "--content-credentials",
+                                                         "--set", f'output.c2pa_cert="{c.tmp / "nope.pem"}"',
+                                                         "--set", f'output.c2pa_key="{c.tmp / "nope.key"}"'],
+         ["nope.pem", "does not exist"]),
+    Case("c2pa: only a key, no certificate", lambda c: ["generate", *TINY_64, "--content-credentials",
+                                                        "--set", f'output.c2pa_key="{c.write("k.pem", "x")}"'],
+         ["c2pa_cert and output.c2pa_key go together"]),
+    Case("inspect: not an image", lambda c: ["inspect", c.write("notes.png", "hello")], ["notes.png", "not a readable image"]),
+    Case("inspect: damaged recipe", lambda c: ["inspect", c.png_with_recipe(text="{not json")], ["edited.png", "not valid JSON"]),
     # ---- output paths
     Case("output: parent is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x") / "sub"], ["f.txt", "is a file"]),
     Case("output: --out is a file", lambda c: ["generate", *TINY_64, "--out", c.write("f.txt", "x")], ["f.txt", "is a file"]),

@@ -12,7 +12,8 @@ from PIL import Image
 import lora_files as lf
 from conftest import pixels
 from localflux.errors import ConfigError
-from localflux.recipe import read_png_text, read_recipe
+from localflux.io.png import read_png_text
+from localflux.recipe import read_recipe
 from localflux.sweep import SHEET_CHUNK, Layout, cell_thumbnail, parse_seeds, parse_vary
 
 RENDER = ["--model", "tiny-dev", "--device", "cpu", "--prompt", "a red cat", "--width", 64, "--height", 48,

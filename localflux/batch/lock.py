@@ -24,7 +24,7 @@ class FolderLock:
 
     def acquire(self) -> "FolderLock":
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as for open()
         except OSError as exc:
             raise OutputError(f"cannot create the lock file {str(self.path)!r}: {exc.strerror}") from None
         try:

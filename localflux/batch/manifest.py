@@ -82,7 +82,7 @@ class ManifestWriter:
         self.path = shard_path(folder, rank)
         try:
             _drop_torn_tail(self.path)
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
         except OSError as exc:
             raise OutputError(f"cannot write the manifest {str(self.path)!r}: {exc.strerror}") from None
 

@@ -194,7 +194,8 @@ def _run_share(job: Job, group: Group, retry_failed: bool, progress: bool, emit)
 def _adopt(job: Job, item: Item) -> Record | None:
     """The manifest record for a finished file already in place (a crash before its manifest line)."""
     from ..output import atomic_write_bytes
-    from ..recipe import read_recipe, sidecar_bytes
+    from ..io.png import sidecar_bytes
+    from ..recipe import read_recipe
 
     path = job.folder / item.filename
     sidecar = path.with_suffix(".json")
@@ -232,7 +233,7 @@ def _render_item(job: Job, item: Item) -> Record:
     """Render and save one item; a render failure becomes a 'failed' record, not an exception."""
     import torch
 
-    from ..recipe import save_png
+    from ..io.png import save_png, signer_for
 
     attempts = [(item.plan, None)]
     for attempt in range(2):
@@ -255,7 +256,7 @@ def _render_item(job: Job, item: Item) -> Record:
                              f"out of memory on the first attempt ({_first_line(exc)}); rendered again with "
                              "model offload and VAE tiling, which may differ slightly from an unconstrained render"))
     path = job.folder / item.filename
-    save_png(image, path, recipe, sidecar=the_plan.config.output.sidecar)
+    save_png(image, path, recipe, sidecar=the_plan.config.output.sidecar, credentials=signer_for(the_plan.config.output))
     if low_memory is not None:
         _free_memory()  # back to the normal plan for the next item
     return record(item, "done", file=item.filename, sha256=_sha256(path), low_memory=low_memory)

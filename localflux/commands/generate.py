@@ -30,6 +30,7 @@ FLAG_KEYS = {
     "image": "input.image",
     "mask": "input.mask",
     "strength": "input.strength",
+    "content_credentials": "output.content_credentials",
 }
 
 
@@ -64,6 +65,8 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-fuse", choices=["auto", "fused", "unfused"],
                         help="merge LoRAs into the weights or keep separate adapters (default auto)")
     add_input_options(parser)
+    parser.add_argument("--content-credentials", action="store_const", const=True, default=None,
+                        help="sign each PNG with C2PA Content Credentials (needs localflux[c2pa]; docs/provenance.md)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set sampling.steps=8 (repeatable; wins over everything)")
 

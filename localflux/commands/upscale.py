@@ -35,6 +35,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"], help="precision (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--out", "-o", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT}/)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar over tiles")
+    parser.add_argument("--content-credentials", action="store_true",
+                        help="sign each output with C2PA Content Credentials, the input as parent ingredient "
+                             "(needs localflux[c2pa]; docs/provenance.md)")
+    parser.add_argument("--no-label", action="store_true",
+                        help="leave out the XMP AI-generation label (IPTC DigitalSourceType); see docs/provenance.md")
     parser.set_defaults(func=run)
     return parser
 
@@ -94,6 +99,11 @@ def run(args) -> int:
         raise UpscaleError(f"--overlap must be 0 or more pixels, not {args.overlap}")
     check_output_dir(args.out)
     inputs = _validate_inputs(args.inputs)
+    signer = None
+    if args.content_credentials:
+        from ..io.c2pa import Signer
+
+        signer = Signer()  # the package and the local key, before any output is written
 
     from ..upscale.stage import Upscaler, upscale_file
 
@@ -102,8 +112,12 @@ def run(args) -> int:
     reserved: set[Path] = set()
     for path in inputs:
         data, record = upscale_file(path, upscaler, scale, tile=args.tile, overlap=args.overlap, alpha=args.alpha,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, label=not args.no_label)
         target = unique_path(folder, f"{path.stem}-{_scale_label(scale)}", ".png", reserved)
+        if signer is not None:
+            from ..io.c2pa import sign_upscale
+
+            data = sign_upscale(data, path, signer, target.name)
         atomic_write_bytes(target, data)
         reserved.add(target)
         print(

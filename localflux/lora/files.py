@@ -68,6 +68,12 @@ def read_lora(path: str | Path) -> LoraFile:
         tensors, metadata = _read_pickle(path), {}
     if not tensors:
         raise LoraError(f"LoRA file {str(path)!r} holds no tensors; re-download it")
+    # an alpha is one number; an empty or multi-valued one was a RuntimeError deep in loading (found by
+    # tests/test_properties.py)
+    bad = next((k for k, v in tensors.items() if is_alpha_key(k) and getattr(v, "numel", lambda: 1)() != 1), None)
+    if bad is not None:
+        raise LoraError(f"LoRA file {str(path)!r} has an alpha {bad!r} with {tensors[bad].numel()} values instead of "
+                        "one number; the file is damaged, re-download it")
     return LoraFile(path, tensors, metadata)
 
 
@@ -153,9 +159,9 @@ def peft_metadata(metadata: dict[str, str] | None, component: str | None = None)
         return {}
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(data, dict):  # "null", a list, a number: not a LoraConfig (found by tests/test_properties.py)
         return {}
     if component is None:
         return data

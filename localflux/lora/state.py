@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LoraError
-from ..hashing import sha256_file
+from ..hashing import autov3, sha256_file
 from .files import is_text_encoder_key, read_lora, refuse_unsupported
 from .to_diffusers import COMPONENTS, convert, first_line, trace_sources
 from .verify import AppliedLora, check_fits, count_applied, coverage_error
@@ -208,6 +208,8 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     applied = count_applied(pipe, adapter, lora, converted, trace)
     applied.name, applied.sha256 = entry.name or lora.path.name, sha256
     applied.scale, applied.strict = float(entry.scale), entry.strict
+    if lora.is_safetensors:  # computed once here, recorded for the parameters chunk's "Lora hashes"
+        applied.autov3 = autov3(lora.path)
     error = coverage_error(applied, lora, entry.strict)
     if error:
         _unload_adapter(pipe, adapter)

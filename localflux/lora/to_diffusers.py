@@ -54,7 +54,7 @@ def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool 
     state = {(k if k.partition(".")[0] in COMPONENTS else "transformer." + k): v for k, v in state.items()}
     config = peft_metadata(lora.metadata) if fold_metadata else None
     if config:
-        state = _fold_metadata_alphas(state, config)
+        state = fold_metadata_alphas(state, config)
     return state
 
 
@@ -82,7 +82,7 @@ def _diffusers_convert(lora: LoraFile, tensors: dict):
     return state
 
 
-def _fold_metadata_alphas(state: dict, config: dict) -> dict:
+def fold_metadata_alphas(state: dict, config: dict) -> dict:
     """Fold the PEFT config's strength (lora_alpha / r, alpha and rank patterns, rsLoRA) into lora_A, as diffusers reads it."""
     from .kohya import peft_alphas
     from .layouts import fold_strength

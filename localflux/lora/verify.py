@@ -42,6 +42,7 @@ class AppliedLora:
     other: int = 0  # tensors that are neither LoRA weights nor alphas (all ignored)
     not_applied: list[str] = field(default_factory=list)  # the file's keys that did not apply (first few)
     targets: set = field(default_factory=set)  # model modules the LoRA changes
+    autov3: str | None = None  # Civitai's AutoV3 hash (safetensors files), for A1111's "Lora hashes"
 
     @property
     def complete(self) -> bool:
@@ -56,7 +57,7 @@ class AppliedLora:
 
     def record(self, fuse: str) -> dict:
         return {
-            "path": self.path, "name": self.name, "sha256": self.sha256, "format": self.format,
+            "path": self.path, "name": self.name, "sha256": self.sha256, "autov3": self.autov3, "format": self.format,
             "scale": self.scale, "fuse": fuse, "strict": self.strict, "partial": not self.complete,
             "applied": {"lora_tensors": self.lora_tensors, "applied": self.applied, "alphas": self.alphas,
                         "alphas_applied": self.alphas_applied, "text_encoder": self.text_encoder,

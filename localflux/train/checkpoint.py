@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TrainingError
-from ..output import _fsync_dir, ensure_output_dir
+from ..output import _fsync_dir, ensure_output_dir, plain_mode
 
 FOLDER = "checkpoints"
 _NAME = re.compile(r"^step-(\d{6,})$")
@@ -57,6 +57,7 @@ def save_checkpoint(run_dir: Path, step: int, *, lora: dict, optimizer: dict, sc
                             "choose another output.dir")
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:06d}.", dir=root))
     try:
+        os.chmod(tmp, plain_mode(directory=True))  # mkdtemp makes 0700; a checkpoint folder is an ordinary one
         _write(tmp / "lora.safetensors", save({k: v.detach().cpu().contiguous() for k, v in lora.items()}))
         for name, obj in (("optimizer.pt", optimizer), ("scheduler.pt", scheduler)):
             buffer = io.BytesIO()

@@ -1,8 +1,11 @@
-"""The trained LoRA as a file: diffusers/PEFT layout, alpha and the training record in its metadata.
+"""The trained LoRA as a file: diffusers/PEFT layout, strength folded in, the training record in its metadata.
 
 diffusers writes the tensors (``transformer.<module>.lora_A/B.weight``) and the adapter config
-(rank, alpha, targets) as ``lora_adapter_metadata`` via ``FluxPipeline.save_lora_weights``, so
-``load_lora_weights`` reads the file back with the right scale. localflux adds plain str -> str
+(rank, alpha, targets) as ``lora_adapter_metadata`` via ``FluxPipeline.save_lora_weights``. Loaders
+that ignore that header (ComfyUI reads only ``.alpha`` tensors, and without one takes alpha = rank)
+would apply a file trained with alpha != rank at the wrong strength, so the strength alpha/r is
+folded into the tensors (the same fold ``lora convert --to diffusers`` applies: ``lora.to_diffusers``) and
+the header says ``lora_alpha = r``: every loader reads the same weights. localflux adds plain str -> str
 metadata (``localflux.*`` keys: training config, dataset and base-model hashes, trigger, steps,
 seed) and writes the result atomically. The same bytes back the previews, so a preview renders
 exactly what a user who loads the file renders.
@@ -44,11 +47,34 @@ def lora_file_bytes(transformer, dtype: str, metadata: dict[str, str]) -> bytes:
         with safe_open(str(path), framework="pt") as handle:
             merged = dict(handle.metadata() or {})
         tensors = load(path.read_bytes())
+    tensors, merged = unit_strength(tensors, merged)
     for key, value in metadata.items():
         if not isinstance(value, str):
             raise TypeError(f"safetensors metadata must be str -> str; {key!r} is {type(value).__name__}")  # a bug
         merged[key] = value
     return save(tensors, merged)
+
+
+def unit_strength(tensors: dict, metadata: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """``(tensors, metadata)`` with each module's PEFT strength folded into its weights and the
+    ``lora_adapter_metadata`` config rewritten to strength 1 (lora_alpha = r per module, no rsLoRA)."""
+    import torch
+
+    from ..lora.files import peft_metadata
+    from ..lora.to_diffusers import fold_metadata_alphas
+
+    config = peft_metadata(metadata)
+    if not config:
+        return tensors, metadata
+    dtypes = {k: v.dtype for k, v in tensors.items()}
+    folded = fold_metadata_alphas({k: v.to(torch.float64) for k, v in tensors.items()}, config)
+    tensors = {k: v.to(dtypes[k]).contiguous() for k, v in folded.items()}
+    for prefix in {k.split(".", 1)[0] for k in config if "." in k}:
+        if f"{prefix}.r" in config:
+            config[f"{prefix}.lora_alpha"] = config[f"{prefix}.r"]
+            config[f"{prefix}.alpha_pattern"] = dict(config.get(f"{prefix}.rank_pattern") or {})
+            config[f"{prefix}.use_rslora"] = False
+    return tensors, dict(metadata, lora_adapter_metadata=json.dumps(config, sort_keys=True))
 
 
 def training_metadata(*, config, dataset_sha256: str, base_model_sha256: str, step: int) -> dict[str, str]:
@@ -92,9 +118,11 @@ def kohya_writer():
     return write_kohya
 
 
-def write_kohya_copy(lora_path: Path, kohya_path: Path, *, alpha: float, metadata: dict[str, str]) -> Path:
-    """A kohya-format copy (``lora_unet_*`` keys with ``.alpha`` tensors) for ComfyUI and Forge."""
+def write_kohya_copy(lora_path: Path, kohya_path: Path, *, metadata: dict[str, str]) -> Path:
+    """A kohya-format copy (``lora_unet_*`` keys with ``.alpha`` tensors) for ComfyUI and Forge.
+
+    The strength is already folded into ``lora_path``'s tensors (see :func:`unit_strength`): alpha = rank."""
     from safetensors.torch import load_file
 
     write_kohya = kohya_writer()
-    return write_kohya(load_file(str(lora_path)), kohya_path, alpha=alpha, metadata=metadata)
+    return write_kohya(load_file(str(lora_path)), kohya_path, alpha=None, metadata=metadata)

@@ -62,7 +62,7 @@ def render_config(config: TrainConfig, prompt: str, seed: int):
 def render_previews(config: TrainConfig, loaded, lora_bytes: bytes, step: int, run_dir: Path, device: str) -> list[Path]:
     """Render every (prompt, seed) of ``[samples]`` with the LoRA in ``lora_bytes``; returns the PNG paths."""
     from .. import pipeline
-    from ..recipe import save_png
+    from ..io.png import save_png
 
     pipe = loaded.pipe
     root = ensure_output_dir(Path(run_dir) / FOLDER)
@@ -121,8 +121,6 @@ def _helpers_to(pipe, device: str) -> bool:
 
 def write_contact_sheet(root: Path) -> Path:
     """One row per preview step (labelled), one column per prompt and seed; rewritten in place."""
-    import io
-
     from PIL import Image, ImageDraw
 
     rows = []
@@ -144,6 +142,6 @@ def write_contact_sheet(root: Path) -> Path:
         for c, path in enumerate(files):
             with Image.open(path) as image:
                 sheet.paste(image.convert("RGB").resize(cell), (label + c * cell[0], r * cell[1]))
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
-    return atomic_write_bytes(root / SHEET, buffer.getvalue(), overwrite=True)
+    from ..io.png import png_bytes
+
+    return atomic_write_bytes(root / SHEET, png_bytes(sheet, None), overwrite=True)

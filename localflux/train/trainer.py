@@ -254,7 +254,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         write_lora(pre.lora_path, transformer, config.output.dtype, metadata(step))
         if config.output.kohya:
             kohya_path = write_kohya_copy(pre.lora_path, pre.run_dir / f"{config.output.name}.kohya.safetensors",
-                                          alpha=config.lora.alpha, metadata=metadata(step))
+                                          metadata=metadata(step))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(pre.run_dir, pre.lora_path, kohya_path, step, losses, pre.dataset.sha256, model_sha,

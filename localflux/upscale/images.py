@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .. import photos
 from ..errors import UpscaleError
-from ..recipe import CHUNK_RECIPE as RECIPE_KEY  # one name for the recipe chunk, defined with the recipe
+from ..io import png
+from ..io.png import CHUNK_RECIPE as RECIPE_KEY  # one name for the recipe chunk, defined with the PNG chunks
 from . import pngio
 
 log = logging.getLogger(__name__)
@@ -176,11 +177,8 @@ def encode_png(samples: np.ndarray, bits: int, text: dict[str, str], icc: bytes 
     """PNG bytes with the given text chunks (and ICC profile); 16-bit goes through :mod:`.pngio`, 8-bit through Pillow."""
     if bits == 16:
         return pngio.encode_png16(samples.astype(np.uint16), text, icc=icc)
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)  # Pillow switches to iTXt for non-Latin-1 values
     buffer = io.BytesIO()
-    samples_to_pil(samples, 8).save(buffer, format="PNG", pnginfo=info, icc_profile=icc)
+    samples_to_pil(samples, 8).save(buffer, format="PNG", pnginfo=png.pnginfo(text), icc_profile=icc)
     return buffer.getvalue()
 
 

@@ -8,7 +8,7 @@ libGL and drops text chunks), this module decodes and encodes those files with z
   plain Python loop (a few seconds for a megapixel image; rare, since it is only used for 16-bit
   input);
 * writing uses the Up filter for every row (vectorised, and it compresses photos well) and stores
-  text chunks as tEXt (Latin-1) or iTXt (UTF-8).
+  text chunks through :func:`localflux.io.png.text_chunk` (tEXt, or iTXt for UTF-8 and XMP).
 
 Interlaced (Adam7) 16-bit files are refused with a clear message.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UpscaleError
+from ..io.png import chunk, text_chunk
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel
@@ -119,18 +120,6 @@ def _unfilter_slow(kind: int, line: bytes, prev: bytes, bpp: int) -> bytes:
     return bytes(cur)
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-
-def _text_chunk(key: str, value: str) -> bytes:
-    try:
-        return _chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
-    except UnicodeEncodeError:
-        # iTXt: keyword, compression flag 0, method 0, empty language tag and translated keyword.
-        return _chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8"))
-
-
 def encode_png16(pixels: np.ndarray, text: dict[str, str] | None = None, icc: bytes | None = None) -> bytes:
     """PNG bytes for a ``uint16`` HxWxC array (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA), with an optional ICC profile."""
     if pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in COLOR_TYPE:
@@ -141,11 +130,11 @@ def encode_png16(pixels: np.ndarray, text: dict[str, str] | None = None, icc: by
     filtered[1:] -= rows[:-1]  # Up filter (uint8 arithmetic wraps mod 256 as PNG requires)
     payload = np.concatenate([np.full((height, 1), 2, dtype=np.uint8), filtered], axis=1)
     header = struct.pack(">IIBBBBB", width, height, 16, COLOR_TYPE[channels], 0, 0, 0)
-    parts = [SIGNATURE, _chunk(b"IHDR", header)]
+    parts = [SIGNATURE, chunk(b"IHDR", header)]
     if icc:  # iCCP: profile name, NUL, compression method 0 (zlib), compressed profile; before IDAT
-        parts.append(_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc)))
+        parts.append(chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc)))
     for key, value in (text or {}).items():
-        parts.append(_text_chunk(key, value))
-    parts.append(_chunk(b"IDAT", zlib.compress(payload.tobytes(), 6)))
-    parts.append(_chunk(b"IEND", b""))
+        parts.append(text_chunk(key, value))
+    parts.append(chunk(b"IDAT", zlib.compress(payload.tobytes(), 6)))
+    parts.append(chunk(b"IEND", b""))
     return b"".join(parts)

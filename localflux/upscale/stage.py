@@ -198,9 +198,13 @@ def upscale_pil(
 
 
 def upscale_file(path: Path, upscaler: Upscaler, scale: float, *, tile: int | None = None, overlap: int | None = None,
-                 alpha: str = DEFAULT_ALPHA, progress: bool = True) -> tuple[bytes, dict]:
-    """PNG bytes of the upscaled ``path`` (text chunks kept, recipe step added) and the record."""
+                 alpha: str = DEFAULT_ALPHA, progress: bool = True, label: bool = True) -> tuple[bytes, dict]:
+    """PNG bytes of the upscaled ``path`` (text chunks kept, recipe step added, AI label) and the record."""
+    from ..io import png
+
     picture = read_picture(path)
     samples, record = upscaler.run(picture, scale, tile=tile, overlap=overlap, alpha=alpha, progress=progress)
     text = add_upscale_step(picture.text, record)
+    if label:
+        text = png.with_label(text, png.label_for_upscale(picture.text))
     return encode_png(samples, picture.bits, text, picture.icc), record
