@@ -70,7 +70,10 @@ def _get(data, *keys):
 def _step(step) -> dict:
     if not isinstance(step, dict):
         return {"invalid": repr(step)[:80]}
-    return {k: step.get(k) for k in ("model", "path", "sha256", "scale", "native_scale", "tile", "alpha") if k in step}
+    out = {k: step.get(k) for k in ("model", "path", "sha256", "scale", "native_scale", "tile", "alpha") if k in step}
+    if isinstance(step.get("input"), dict):  # the upscaled photo, with the user's source / license notes
+        out["input"] = {k: step["input"].get(k) for k in ("path", "sha256", "source", "license")}
+    return out
 
 
 def summary(recipe: dict) -> dict:
@@ -107,6 +110,12 @@ def summary(recipe: dict) -> dict:
     }
 
 
+def _notes(item: dict) -> str:
+    """" (source …, license …)" when the user noted where an input came from and under which permission."""
+    notes = [f"{k} {item[k]}" for k in ("source", "license") if isinstance(item, dict) and item.get(k)]
+    return f" ({', '.join(notes)})" if notes else ""
+
+
 def _short(digest) -> str:
     return f"{digest[:12]}…" if isinstance(digest, str) and len(digest) > 12 else str(digest)
 
@@ -119,7 +128,7 @@ def format_text(info: dict) -> str:
         lines.append(f"recipe:      {NO_RECIPE} (not made by localflux, or its metadata was removed); cannot be replayed")
         for step in info.get("upscale_steps") or []:
             lines.append(f"upscaled:    x{step.get('scale')} with {step.get('model') or step.get('path')} "
-                         f"(sha256 {_short(step.get('sha256'))})")
+                         f"(sha256 {_short(step.get('sha256'))})" + _notes(step.get("input") or {}))
     else:
         lines += [
             f"recipe:      schema {r['schema_version']}, localflux {r['localflux_version']}",
@@ -145,10 +154,11 @@ def format_text(info: dict) -> str:
             lines.append(f"LoRA:        {lora['name']} x{lora['scale']} sha256 {_short(lora['sha256'])} "
                          f"AutoV3 {lora['autov3'] or '-'} ({lora['path']})")
         for item in r["inputs"]:
-            lines.append(f"input:       {item.get('path')} sha256 {_short(item.get('sha256'))}")
+            lines.append(f"input:       {item.get('role', 'image')} {item.get('path')} sha256 {_short(item.get('sha256'))}"
+                         + _notes(item))
         for step in r["upscale_steps"]:
             lines.append(f"upscaled:    x{step.get('scale')} with {step.get('model') or step.get('path')} "
-                         f"(sha256 {_short(step.get('sha256'))})")
+                         f"(sha256 {_short(step.get('sha256'))})" + _notes(step.get("input") or {}))
         d = r["decisions"]
         lines.append(f"decisions:   {r['device']} {r['dtype']}, offload {d.get('offload')}, "
                      f"vae_tiling {d.get('vae_tiling')}, attention {d.get('attention_backend')}, "

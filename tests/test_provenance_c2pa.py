@@ -125,3 +125,41 @@ def test_without_c2pa_python_it_is_one_line_and_exit_2(tmp_path, run_cli, monkey
                              "--prompt", "x", "--content-credentials", "--out", tmp_path / "o", "--no-progress")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "pip install 'localflux[c2pa]'" in err and not (tmp_path / "o").exists()
+
+
+def test_input_images_are_ingredients_with_their_source_and_license(tmp_path):
+    """An img2img render's input (an inline table with notes) is a componentOf ingredient, hash and notes included."""
+    from image_models import noise_picture
+
+    photo = noise_picture(tmp_path / "photo.png", (64, 64))
+    config = {**CFG, "input": {"image": {"path": str(photo), "source": "studio shoot 2026-11", "license": "model release"},
+                               "strength": 0.5}}
+    path = generate(config, out_dir=tmp_path / "out", progress=False)[0].path
+    data, state = report(path)
+    assert state == "Valid" and failure_codes(data) == {"signingCredential.untrusted"}
+    manifest = active(data)
+    (action,) = assertion(manifest, "c2pa.actions")["actions"]
+    assert action["digitalSourceType"] == xmp.COMPOSITE
+    (item,) = assertion(manifest, "org.localflux.recipe")["inputs"]
+    assert item == {"title": "photo.png", "relationship": "componentOf", "sha256": hashlib.sha256(photo.read_bytes()).hexdigest(),
+                    "source": "studio shoot 2026-11", "license": "model release"}
+    assert [i["relationship"] for i in manifest["ingredients"]] == ["componentOf"]
+
+
+def test_upscale_source_and_license_reach_recipe_inspect_and_credentials(tmp_path, run_cli, monkeypatch, weights_dir):
+    from image_models import noise_picture
+
+    monkeypatch.setenv("LOCALFLUX_WEIGHTS", str(weights_dir))
+    photo = noise_picture(tmp_path / "photo.png", (24, 16))
+    code, out, err = run_cli("upscale", photo, "--model", MODEL, "--scale", "2", "--source", "Anna's phone",
+                             "--license", "CC BY 4.0", "--content-credentials", "--out", tmp_path / "up", "--no-progress")
+    assert code == 0, err
+    target = out.strip()
+    code, out, _ = run_cli("inspect", target, "--json")
+    (step,) = json.loads(out)["upscale_steps"]
+    assert step["input"]["source"] == "Anna's phone" and step["input"]["license"] == "CC BY 4.0"
+    assert step["input"]["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+    code, words, _ = run_cli("inspect", target)
+    assert "source Anna's phone, license CC BY 4.0" in words
+    (item,) = assertion(active(report(target)[0]), "org.localflux.recipe")["inputs"]
+    assert item["relationship"] == "parentOf" and item["source"] == "Anna's phone" and item["license"] == "CC BY 4.0"

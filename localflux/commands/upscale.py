@@ -38,6 +38,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--content-credentials", action="store_true",
                         help="sign each output with C2PA Content Credentials, the input as parent ingredient "
                              "(needs localflux[c2pa]; docs/provenance.md)")
+    parser.add_argument("--source", metavar="TEXT", help="where the input image comes from (recorded in the recipe, "
+                                                           "shown by inspect, in the C2PA ingredient)")
+    parser.add_argument("--license", metavar="TEXT", help="the permission the input is used under (recorded like --source)")
     parser.add_argument("--no-label", action="store_true",
                         help="leave out the XMP AI-generation label (IPTC DigitalSourceType); see docs/provenance.md")
     parser.set_defaults(func=run)
@@ -111,13 +114,14 @@ def run(args) -> int:
     folder = ensure_output_dir(args.out)
     reserved: set[Path] = set()
     for path in inputs:
+        notes = {k: v for k, v in (("source", args.source), ("license", args.license)) if v}
         data, record = upscale_file(path, upscaler, scale, tile=args.tile, overlap=args.overlap, alpha=args.alpha,
-                                    progress=not args.no_progress, label=not args.no_label)
+                                    progress=not args.no_progress, label=not args.no_label, notes=notes)
         target = unique_path(folder, f"{path.stem}-{_scale_label(scale)}", ".png", reserved)
         if signer is not None:
             from ..io.c2pa import sign_upscale
 
-            data = sign_upscale(data, path, signer, target.name)
+            data = sign_upscale(data, path, signer, target.name, **notes)
         atomic_write_bytes(target, data)
         reserved.add(target)
         print(

@@ -67,6 +67,8 @@ class Ingredient:
 
     path: Path
     relationship: str = "componentOf"
+    source: str | None = None  # where the image came from, as the user noted it ([input] source, --source)
+    license: str | None = None  # under which permission it is used ([input] license, --license)
 
 
 def _format(path: Path) -> str:
@@ -211,7 +213,8 @@ def manifest(recipe: dict | None, ingredients: list[tuple[Ingredient, str, bool]
                     "description": "upscaled with a Real-ESRGAN network"}]
     else:
         actions = [{"action": "c2pa.created", "digitalSourceType": source_type, "softwareAgent": agent}]
-    record = {"inputs": [{"title": i.path.name, "relationship": i.relationship, "sha256": digest}
+    record = {"inputs": [{"title": i.path.name, "relationship": i.relationship, "sha256": digest,
+                          **{k: v for k, v in (("source", i.source), ("license", i.license)) if v}}
                          for i, digest, _ in ingredients]}
     if recipe is not None:
         record.update(recipe_sha256=recipe_sha256(recipe), schema_version=recipe.get("schema_version"))
@@ -222,6 +225,13 @@ def manifest(recipe: dict | None, ingredients: list[tuple[Ingredient, str, bool]
         "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": actions}},
                        {"label": RECIPE_ASSERTION, "data": record}],
     }
+
+
+def input_ingredients(recipe: dict | None) -> list[Ingredient]:
+    """The input images a recipe records (img2img, masks, references …), as ``componentOf`` ingredients."""
+    records = (recipe or {}).get("inputs") or []
+    return [Ingredient(Path(r["path"]), "componentOf", r.get("source"), r.get("license"))
+            for r in records if isinstance(r, dict) and isinstance(r.get("path"), str) and Path(r["path"]).is_file()]
 
 
 def sign_png(data: bytes, recipe: dict | None, ingredients=(), *, signer: Signer | None = None,
@@ -254,7 +264,8 @@ def sign_png(data: bytes, recipe: dict | None, ingredients=(), *, signer: Signer
     return out.getvalue()
 
 
-def sign_upscale(data: bytes, original: Path, signer: Signer, title: str) -> bytes:
+def sign_upscale(data: bytes, original: Path, signer: Signer, title: str, *, source: str | None = None,
+                 license: str | None = None) -> bytes:
     """An upscaled PNG signed with its original as the parent ingredient (its own credentials carry over)."""
     from PIL import Image
 
@@ -270,7 +281,8 @@ def sign_upscale(data: bytes, original: Path, signer: Signer, title: str) -> byt
     if source_type not in xmp.SOURCE_TYPES:
         source_type = xmp.COMPOSITE
     return signer.sign_png(data, recipe if isinstance(recipe, dict) else None,
-                           [Ingredient(Path(original), "parentOf")], source_type=source_type, title=title)
+                           [Ingredient(Path(original), "parentOf", source, license)], source_type=source_type,
+                           title=title)
 
 
 # ---------------------------------------------------------------- reading

@@ -205,7 +205,9 @@ def save_png(image, path: Path, recipe: dict, *, sidecar: bool = True, credentia
     """
     data = png_bytes(image, recipe)
     if credentials is not None:
-        data = credentials.sign_png(data, recipe, title=Path(path).name)
+        from .c2pa import input_ingredients
+
+        data = credentials.sign_png(data, recipe, input_ingredients(recipe), title=Path(path).name)
     atomic_write_bytes(path, data)
     if sidecar:
         atomic_write_bytes(path.with_suffix(".json"), sidecar_bytes(recipe))

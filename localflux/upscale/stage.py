@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UpscaleError
+from ..hashing import sha256_file
 from . import registry
 from .images import Picture, add_upscale_step, encode_png, picture_from_pil, read_picture, resize, samples_to_pil, target_size
 
@@ -198,12 +199,18 @@ def upscale_pil(
 
 
 def upscale_file(path: Path, upscaler: Upscaler, scale: float, *, tile: int | None = None, overlap: int | None = None,
-                 alpha: str = DEFAULT_ALPHA, progress: bool = True, label: bool = True) -> tuple[bytes, dict]:
-    """PNG bytes of the upscaled ``path`` (text chunks kept, recipe step added, AI label) and the record."""
+                 alpha: str = DEFAULT_ALPHA, progress: bool = True, label: bool = True,
+                 notes: dict | None = None) -> tuple[bytes, dict]:
+    """PNG bytes of the upscaled ``path`` (text chunks kept, recipe step added, AI label) and the record.
+
+    ``notes``: the user's ``source`` / ``license`` of the input, recorded in the step with its sha256.
+    """
     from ..io import png
 
     picture = read_picture(path)
     samples, record = upscaler.run(picture, scale, tile=tile, overlap=overlap, alpha=alpha, progress=progress)
+    if notes:
+        record = dict(record, input={"path": str(Path(path).resolve()), "sha256": sha256_file(Path(path)), **notes})
     text = add_upscale_step(picture.text, record)
     if label:
         text = png.with_label(text, png.label_for_upscale(picture.text))
