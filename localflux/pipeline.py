@@ -203,7 +203,8 @@ def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings:
 
     index0 = the_plan.seeds.index(seeds[0])
     desc = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
-    images, sigmas = render(model.pipe, the_plan.family, the_plan.request, seeds, the_plan.prepared.kwargs,
+    pipe = the_plan.family.task_pipeline(model.pipe, the_plan.task.name)  # same components, the task's class
+    images, sigmas = render(pipe, the_plan.family, the_plan.request, seeds, the_plan.prepared.kwargs,
                             progress=progress, desc=desc)
     results = []
     for position, (seed, image) in enumerate(zip(seeds, images)):

@@ -63,7 +63,7 @@ def render(pipe, family, request: RenderRequest, seeds: list[int], task_kwargs: 
     pipe.set_progress_bar_config(disable=not progress, desc=desc or None, leave=False, file=sys.stderr)
     with torch.inference_mode():
         output = pipe(
-            **family.prompt_kwargs(request),
+            **family.prompt_kwargs(request, pipe),
             **(task_kwargs or {}),
             height=request.height,
             width=request.width,

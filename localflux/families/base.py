@@ -62,8 +62,8 @@ class Family:
         """The text each text encoder reads, keyed as the recipe records it."""
         raise NotImplementedError
 
-    def prompt_kwargs(self, request: "RenderRequest") -> dict[str, Any]:
-        """The pipeline's prompt keyword arguments for a request."""
+    def prompt_kwargs(self, request: "RenderRequest", pipe=None) -> dict[str, Any]:
+        """The pipeline's prompt keyword arguments for a request (``pipe``: for embeddings a family encodes itself)."""
         raise NotImplementedError
 
     def prompt_warnings(self, pipe, request: "RenderRequest") -> list[str]:
@@ -81,8 +81,25 @@ class Family:
     def pipeline_class(self, task: str):
         raise NotImplementedError
 
+    def owns_pipeline(self, pipe) -> bool:
+        """Whether a loaded diffusers pipeline is one of this family's (the LoRA stage asks)."""
+        return any(isinstance(pipe, self.pipeline_class(task)) for task in self.tasks)
+
+    def task_pipeline(self, pipe, task: str):
+        """The loaded (text) pipeline's components under ``task``'s diffusers class; the same pipe by default."""
+        return pipe
+
     def load(self, source: "Source", placement: "Placement", preset: str, memory_plan) -> "LoadedModel":
         raise NotImplementedError
+
+    # ---- LoRA (lora/ asks; None / () = the generic FLUX.1 path)
+    def lora_to_diffusers(self, lora, tensors: dict) -> dict | None:
+        """A LoRA file's tensors in diffusers/PEFT keys, alphas folded; None: lora/'s own (FLUX.1) conversion."""
+        return None
+
+    def lora_markers(self) -> tuple[str, ...]:
+        """Substrings of LoRA keys that only this family's modules have (to name the family of a foreign LoRA)."""
+        return ()
 
     def config_root(self, preset: str) -> "Path":
         """The packaged published configs of ``preset`` (offline single-file loading, meta-device sizes)."""
@@ -122,6 +139,14 @@ class Registry:
 
     def builtin_names(self) -> dict[str, Family]:
         return {name: family for family in self._families for name in family.builtin}
+
+    def of_pipeline(self, pipe) -> Family | None:
+        return next((family for family in self._families if family.owns_pipeline(pipe)), None)
+
+    def of_lora_keys(self, keys) -> Family | None:
+        """The one family whose marker module names a LoRA's keys use (None: none, or ambiguous)."""
+        hits = [f for f in self._families if any(m in k for k in keys for m in f.lora_markers())]
+        return hits[0] if len(hits) == 1 else None
 
     def detect(self, source: "Source") -> Family:
         for family in self._families:

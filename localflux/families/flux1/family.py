@@ -71,7 +71,7 @@ class Flux1(Family):
     def recorded_prompt_keys(self, prompt_record: dict) -> dict[str, str]:
         return {"prompt.clip": prompt_record["clip"], "prompt.t5": prompt_record["t5"]}
 
-    def prompt_kwargs(self, request: "RenderRequest") -> dict:
+    def prompt_kwargs(self, request: "RenderRequest", pipe=None) -> dict:
         use_cfg = request.true_cfg > 1 and bool(request.negative_prompt)
         return dict(prompt=request.prompts["clip"], prompt_2=request.prompts["t5"],
                     negative_prompt=request.negative_prompt if use_cfg else None, true_cfg_scale=request.true_cfg,
