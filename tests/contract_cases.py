@@ -54,4 +54,80 @@ def cases() -> list[Case]:
     return [
         _flux1_text("tiny", "schnell", 0.0, 64, 48),
         _flux1_text("tiny-dev", "dev", 3.5, 48, 64),
+        *flux2_cases(),
+    ]
+
+
+# ---------------------------------------------------------------- FLUX.2
+
+
+def _flux2_pipe(source: str, task: str = "text"):
+    """The diffusers pipeline of a FLUX.2 case's model, built from in-memory components (not localflux's loader)."""
+    from diffusers import Flux2KleinInpaintPipeline, Flux2KleinPipeline
+
+    if source.startswith("tiny-flux2"):
+        from localflux.families.flux2.tiny import build_tiny_components
+
+        cls = Flux2KleinInpaintPipeline if task == "inpaint" else Flux2KleinPipeline
+        pipe = cls(**build_tiny_components(source))
+    else:
+        import flux2_shapes
+
+        pipe = flux2_shapes.build_pipeline(source, task)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _flux2_text_reference(source: str, prompt: str, width: int, height: int, steps: int, guidance: float,
+                          negative: str | None = None, images=None):
+    state = {}
+
+    def render(seed: int):
+        if "pipe" not in state:
+            state["pipe"] = _flux2_pipe(source)
+        pipe = state["pipe"]
+        kwargs = {}
+        if negative:
+            kwargs["negative_prompt_embeds"] = pipe.encode_prompt(prompt=negative, device="cpu")[0]
+        if images is not None:
+            kwargs["image"] = images()
+        return pipe(prompt=prompt, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
+                    generator=[torch.Generator("cpu").manual_seed(seed)], **kwargs).images[0]
+
+    return render
+
+
+def _flux2_text(label: str, source: str, guidance: float, width: int, height: int, negative: str | None = None,
+                bad_flags: tuple[str, ...] = ()) -> Case:
+    prompt, steps = "a red fox in snow", 3
+    config = {"model": {"source": source, "device": "cpu"}, "prompt": {"subject": prompt},
+              "size": {"width": width, "height": height}, "sampling": {"seed": 5, "steps": steps, "guidance": guidance}}
+    if negative:
+        config["prompt"]["negative"] = negative
+    return Case(f"flux2-text-{label}-{width}x{height}", "flux2", "text", config,
+                _flux2_text_reference(source, prompt, width, height, steps, guidance, negative), bad_flags=bad_flags)
+
+
+def _flux2_shape(name: str) -> str:
+    import flux2_shapes
+
+    return str(flux2_shapes.folder(name))
+
+
+def flux2_cases() -> list[Case]:
+    return [
+        _flux2_text("tiny-flux2", "tiny-flux2", 1.0, 64, 48,
+                    bad_flags=("--model", "tiny-flux2", "--prompt", "x", "--negative-prompt", "blurry")),
+        _flux2_text("tiny-flux2-base", "tiny-flux2-base", 4.0, 48, 64),
+        _flux2_text("tiny-flux2-base-negative", "tiny-flux2-base", 3.0, 64, 64, negative="blurry, dark"),
+        Case("flux2-text-shape-distilled-80x48", "flux2", "text",
+             {"model": {"source": _flux2_shape("klein-base-named-distilled"), "device": "cpu"},
+              "prompt": {"subject": "a red fox in snow"}, "size": {"width": 80, "height": 48},
+              "sampling": {"seed": 5, "steps": 3}},
+             _flux2_text_reference("klein-base-named-distilled", "a red fox in snow", 80, 48, 3, 1.0)),
+        Case("flux2-text-shape-base-48x80", "flux2", "text",
+             {"model": {"source": _flux2_shape("klein-named-base"), "device": "cpu"},
+              "prompt": {"subject": "a red fox in snow"}, "size": {"width": 48, "height": 80},
+              "sampling": {"seed": 5, "steps": 3}},
+             _flux2_text_reference("klein-named-base", "a red fox in snow", 48, 80, 3, 4.0)),
     ]
