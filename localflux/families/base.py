@@ -98,7 +98,7 @@ class Family:
         return None
 
     def lora_markers(self) -> tuple[str, ...]:
-        """Substrings of LoRA keys that only this family's modules have (to name the family of a foreign LoRA)."""
+        """Regexes matching LoRA keys of modules only this family has (to name the family of a foreign LoRA)."""
         return ()
 
     def config_root(self, preset: str) -> "Path":
@@ -145,7 +145,9 @@ class Registry:
 
     def of_lora_keys(self, keys) -> Family | None:
         """The one family whose marker module names a LoRA's keys use (None: none, or ambiguous)."""
-        hits = [f for f in self._families if any(m in k for k in keys for m in f.lora_markers())]
+        import re
+
+        hits = [f for f in self._families if any(re.search(m, k) for k in keys for m in f.lora_markers())]
         return hits[0] if len(hits) == 1 else None
 
     def detect(self, source: "Source") -> Family:

@@ -197,8 +197,9 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     lora = read_lora(entry.path)
     refuse_unsupported(lora)
     name = entry.name or lora.path.name
-    converted = convert(lora)
-    trace = trace_sources(lora)
+    family = model_family(pipe, lora)
+    converted = convert(lora, family=family)
+    trace = trace_sources(lora, family=family)
     _check_fits(pipe, converted, lora)
     try:
         # the converted dict, not the file: it holds the fixes of layouts.py and every alpha folded in
@@ -234,6 +235,18 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     return applied
 
 
+def model_family(pipe, lora: LoraFile):
+    """The pipe's model family; a LoRA whose keys name another family's modules is refused in one line."""
+    from ..families import FAMILIES
+
+    family = FAMILIES.of_pipeline(pipe)
+    other = FAMILIES.of_lora_keys(list(lora.tensors))
+    if family is not None and other is not None and other is not family:
+        raise LoraError(f"LoRA {str(lora.path)!r} is a {other.label} LoRA but the model is {family.label}; "
+                        f"use a LoRA trained for {family.label}")
+    return family
+
+
 def _text_encoder_keys_diffusers_reads(converted: dict) -> dict:
     """CLIP keys as ``lora_linear_layer.down/up``: diffusers 0.42 recognises PEFT ``lora_A/B`` CLIP keys only when a
     q/k/v/out projection is among them ("Could not automatically infer state dict type" for an MLP-only LoRA)."""
@@ -254,7 +267,7 @@ def _load(pipe, source, adapter: str, hotswap: bool = False) -> None:
         raise LoraError(_first_line(exc) or exc.__class__.__name__) from None
 
 
-def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool = True) -> dict:
+def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool = True, family=None) -> dict:
     """The LoRA in diffusers/PEFT keys (``component.module.lora_A/B.weight``), every alpha folded into lora_A.
 
     diffusers' own converter does the layouts it gets right; ``layouts`` does the rest (see there). The
@@ -263,6 +276,10 @@ def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool 
     """
     from . import layouts
 
+    own_family = family.lora_to_diffusers(lora, tensors if tensors is not None else lora.tensors) if family else None
+    if own_family is not None:  # a family with its own layouts (FLUX.2): its converter, then the metadata strength
+        config = peft_metadata_config(lora.metadata) if fold_metadata else None
+        return _fold_metadata_alphas(own_family, config) if config else own_family
     tensors = layouts.prepare(tensors if tensors is not None else lora.tensors)
     own, _t5, rest = layouts.split_own(tensors)  # T5 tensors stay out: nothing could load them
     state = {}
@@ -336,7 +353,7 @@ def _fold_metadata_alphas(state: dict, config: dict) -> dict:
     return out
 
 
-def trace_sources(lora: LoraFile) -> dict[str, frozenset[str]]:
+def trace_sources(lora: LoraFile, family=None) -> dict[str, frozenset[str]]:
     """For each converted key, the keys of the file whose values it was made from.
 
     Runs diffusers' converter on a stand-in: tensor *i* is filled with the number *i* (float32, exact up
@@ -356,7 +373,7 @@ def trace_sources(lora: LoraFile) -> dict[str, frozenset[str]]:
             names[index] = key
         else:
             stand_in[key] = value
-    converted = convert(lora, stand_in, fold_metadata=False)
+    converted = convert(lora, stand_in, fold_metadata=False, family=family)
     trace = {}
     for key, value in converted.items():
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():

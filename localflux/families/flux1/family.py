@@ -28,6 +28,10 @@ _COMPONENTS = ("transformer", "text_encoder_2", "text_encoder", "vae")
 _BFL_GUIDANCE = "guidance_in.in_layer.weight"
 _DIFFUSERS_GUIDANCE = "time_text_embed.guidance_embedder.linear_1.weight"
 _FLUX2_MARKERS = ("double_stream_modulation_img", "flux.2", "flux2")  # names a FLUX.2 model would carry
+# LoRA keys of modules only FLUX.1 has (per-block modulation, CLIP, vector_in, FLUX.1's MLP and single-block names)
+_LORA_MARKERS = (r"blocks[._]\d+[._](img_mod|txt_mod|modulation)[._]lin", r"vector_in", r"ff(_context)?\.net\.",
+                 r"norm1(_context)?\.linear", r"single_transformer_blocks\.\d+\.(proj_mlp|proj_out|norm\.linear|attn\.to_[qkv]\.)",
+                 r"time_text_embed", r"^lora_te1_", r"text_encoders\.clip_l")
 
 
 class Flux1(Family):
@@ -121,6 +125,9 @@ class Flux1(Family):
 
     def config_root(self, preset: str):
         return config_root(preset)
+
+    def lora_markers(self) -> tuple[str, ...]:
+        return _LORA_MARKERS
 
     def footprint(self, source: "Source", preset: str):
         """Parameter counts from the model's own configs, else from the published configs of its preset."""
