@@ -69,6 +69,10 @@ class Family:
     def prompt_warnings(self, pipe, request: "RenderRequest") -> list[str]:
         return []
 
+    def negative_note(self, request: "RenderRequest") -> str:
+        """How the negative prompt is used, for --dry-run (FLUX.1: only with true CFG)."""
+        return "used" if request.true_cfg > 1 else "unused: true_cfg is 1"
+
     def recorded_prompt_keys(self, prompt_record: dict) -> dict[str, str]:
         """Config keys that make a replay send each encoder exactly the text a recipe recorded."""
         raise NotImplementedError

@@ -126,6 +126,9 @@ class Flux2(Family):
                        else "(512 is the limit): shorten it, key words first")]
         return []
 
+    def negative_note(self, request: "RenderRequest") -> str:
+        return f"encoded; CFG at guidance {request.guidance:g} against it"
+
     # ---- schedule
     def sigmas(self, source: "Source", preset: str, steps: int, width: int, height: int) -> list[float]:
         return facts.expected_sigmas(width, height, steps)[:-1]  # as render records them: without the final 0
