@@ -68,6 +68,9 @@ def workspace(tmp_path, tiny_folders):
         Image.open(path).resize((384, 384), Image.Resampling.NEAREST).save(path)
     with Image.open(REPO / "tests" / "data" / "upscale" / "astronaut-64.png") as photo:  # a real photo crop
         photo.convert("RGB").crop((0, 0, 48, 48)).save(tmp_path / "photo.png")
+    mask = Image.new("L", (48, 48), 0)  # docs/images.md: a mask over the middle of photo.png
+    mask.paste(255, (12, 16, 36, 32))
+    mask.save(tmp_path / "mask.png")
     return tmp_path
 
 

@@ -87,11 +87,11 @@ class Family:
 
     def owns_pipeline(self, pipe) -> bool:
         """Whether a loaded diffusers pipeline is one of this family's (the LoRA stage asks)."""
-        return any(isinstance(pipe, self.pipeline_class(task)) for task in self.tasks)
+        return False
 
-    def task_pipeline(self, pipe, task: str):
-        """The loaded (text) pipeline's components under ``task``'s diffusers class; the same pipe by default."""
-        return pipe
+    def task_pipeline(self, pipe, role: str):
+        """The pipeline running ``role`` over the loaded pipeline's modules (nothing reloaded)."""
+        raise NotImplementedError
 
     def load(self, source: "Source", placement: "Placement", preset: str, memory_plan) -> "LoadedModel":
         raise NotImplementedError

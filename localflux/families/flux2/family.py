@@ -142,10 +142,10 @@ class Flux2(Family):
     def owns_pipeline(self, pipe) -> bool:
         return type(pipe).__name__ in PIPELINE_CLASSES
 
-    def task_pipeline(self, pipe, task: str):
+    def task_pipeline(self, pipe, role: str):
         from .model import task_pipeline
 
-        return task_pipeline(pipe, task)
+        return task_pipeline(pipe, role)
 
     def load(self, source, placement, preset, memory_plan):
         from . import model  # model imports the generic loader, which imports this registry
