@@ -42,6 +42,7 @@ class Family:
     presets: dict[str, Preset] = {}
     builtin: dict[str, str] = {}  # built-in miniature name -> preset
     tasks: tuple[str, ...] = ("text",)  # the tasks this family can run
+    inpaint_with_references = False  # the inpaint task runs through tasks/reference.py (FLUX.2's pipeline)
 
     # ---- detection (no weights loaded)
     def claims(self, source: "Source") -> bool:

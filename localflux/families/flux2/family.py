@@ -38,7 +38,8 @@ class Flux2(Family):
     label = "FLUX.2"
     presets = PRESETS
     builtin = BUILTIN
-    tasks = ("text",)
+    tasks = ("text", "reference", "inpaint")
+    inpaint_with_references = True
 
     # ---- detection
     def claims(self, source: "Source") -> bool:
@@ -91,6 +92,17 @@ class Flux2(Family):
         if config.sampling.true_cfg != 1.0:
             raise ConfigError("sampling.true_cfg is FLUX.1's; FLUX.2 [klein] base runs CFG at sampling.guidance "
                               "(default 4.0): set that instead")
+        given = config.input
+        if given.image is not None and given.mask is None:
+            what = "--outpaint" if given.outpaint is not None else "--image without --mask"
+            raise ConfigError(f"{what}: diffusers has no FLUX.2 img2img/outpaint pipeline; to edit from a picture pass "
+                              "it as --reference (input.references), or add --mask to inpaint")
+        if given.paste_back or given.outpaint is not None:
+            raise ConfigError("input.paste_back / --outpaint are FLUX.1 inpaint options; FLUX.2 inpaint takes "
+                              "--image, --mask, --strength and --reference")
+        if given.mask is not None and preset == "flux2-dev":
+            raise ConfigError("FLUX.2 [dev] has no inpaint pipeline in diffusers (Flux2KleinInpaintPipeline is klein "
+                              "only); use a klein model or --reference")
         memory = config.memory
         if memory.t5_device == "cpu" or memory.cache_t5:
             key = "t5_device = 'cpu'" if memory.t5_device == "cpu" else "cache_t5 = true"
