@@ -361,7 +361,7 @@ def describe(the_plan: Plan) -> str:
         f"output: {c.output.dir}",
     ]
     if r.negative_prompt:
-        lines.insert(5, f"negative: {r.negative_prompt} ({'used' if r.true_cfg > 1 else 'unused: true_cfg is 1'})")
+        lines.insert(5, f"negative: {r.negative_prompt} ({the_plan.family.negative_note(r)})")
     placement = resolve_placement(c.model.device, c.model.dtype)
     lines.append(f"device: {placement.device}, {placement.dtype}")
     sigmas = the_plan.family.sigmas(the_plan.source, c.model.preset, r.steps, r.width, r.height)

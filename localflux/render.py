@@ -75,7 +75,7 @@ def render(pipe, family, request: RenderRequest, seeds: list[int], prepared: Pre
     else:
         pipe.vae.disable_tiling()
     pipe.set_progress_bar_config(disable=not progress, desc=desc or None, leave=False, file=sys.stderr)
-    call = dict(**family.prompt_kwargs(request), height=request.height, width=request.width,
+    call = dict(**family.prompt_kwargs(request, pipe), height=request.height, width=request.width,
                 num_inference_steps=request.steps, num_images_per_prompt=len(seeds), generator=generators,
                 output_type="pil")
     call.update(extra)

@@ -135,4 +135,104 @@ def _flux1_cases() -> list[Case]:
     return cases
 
 
-CASES: list[Case] = _flux1_cases()
+# ---------------------------------------------------------------- FLUX.2
+
+
+def _flux2_pipe(source: str, task: str = "text"):
+    """The diffusers pipeline of a FLUX.2 case's model, built from in-memory components (not localflux's loader)."""
+    from diffusers import Flux2KleinInpaintPipeline, Flux2KleinPipeline
+
+    if source.startswith("tiny-flux2"):
+        from localflux.families.flux2.tiny import build_tiny_components
+
+        cls = Flux2KleinInpaintPipeline if task == "inpaint" else Flux2KleinPipeline
+        pipe = cls(**build_tiny_components(source))
+    else:
+        import flux2_shapes
+
+        pipe = flux2_shapes.build_pipeline(source, task)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _flux2_source(ws: Workspace, model: str) -> str:
+    """A built-in name, or a klein shape of tests/flux2_shapes.py saved as a folder (named against its kind)."""
+    if model.startswith("tiny-flux2"):
+        return model
+    import flux2_shapes
+
+    return str(ws.once(("flux2", model), lambda p: (flux2_shapes.save(model, p), p)[1]))
+
+
+def _flux2_text(model: str, guidance: float, width: int, height: int, negative: str | None = None,
+                bad_flags: tuple[str, ...] = (), label: str | None = None) -> Case:
+    steps = 3
+
+    def build(ws: Workspace):
+        config = {"model": {"source": _flux2_source(ws, model), "device": "cpu"}, "prompt": {"subject": PROMPT},
+                  "size": {"width": width, "height": height}, "sampling": {"seed": 5, "steps": steps, "guidance": guidance}}
+        if negative:
+            config["prompt"]["negative"] = negative
+        pipe = _flux2_pipe(model)
+
+        def reference(seed: int):
+            extra = {}
+            if negative:
+                extra["negative_prompt_embeds"] = pipe.encode_prompt(prompt=negative, device="cpu")[0]
+            return pipe(prompt=PROMPT, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
+                        generator=_generators(seed), **extra).images[0]
+
+        return config, reference
+
+    return Case(f"flux2-text-{label or model}-{width}x{height}", "flux2", "text", build, bad_flags=bad_flags)
+
+
+def _flux2_image(task: str, model: str, inputs: Callable[[Workspace], dict]) -> Case:
+    """References (Flux2KleinPipeline ``image=[...]``) or inpaint (Flux2KleinInpaintPipeline) on a FLUX.2 model."""
+    steps = 3
+
+    def build(ws: Workspace):
+        from diffusers.utils import load_image
+
+        given = inputs(ws)
+        config = {"model": {"source": _flux2_source(ws, model), "device": "cpu"}, "prompt": {"subject": PROMPT},
+                  "input": given, "sampling": {"seed": 5, "steps": steps}}
+        pipe = _flux2_pipe(model, "inpaint" if task == "inpaint" else "text")
+        guidance = 1.0 if pipe.config.is_distilled else 4.0
+
+        def reference(seed: int):
+            refs = [load_image(str(path)) for path in given.get("references", [])]
+            if task == "inpaint":
+                extra = dict(image=load_image(str(given["image"])), mask_image=load_image(str(given["mask"])),
+                             image_reference=refs or None)
+            else:
+                extra = dict(image=refs)
+            return pipe(prompt=PROMPT, num_inference_steps=steps, guidance_scale=guidance, generator=_generators(seed),
+                        **extra).images[0]
+
+        return config, reference
+
+    return Case(f"flux2-{task}-{model}", "flux2", task, build)
+
+
+def flux2_cases() -> list[Case]:
+    return [
+        _flux2_text("tiny-flux2", 1.0, 64, 48,
+                    bad_flags=("--model", "tiny-flux2", "--prompt", "x", "--negative-prompt", "blurry")),
+        _flux2_text("tiny-flux2-base", 4.0, 48, 64),
+        _flux2_text("tiny-flux2-base", 3.0, 64, 64, negative="blurry, dark", label="tiny-flux2-base-negative"),
+        _flux2_text("klein-base-named-distilled", 1.0, 80, 48),
+        _flux2_text("klein-named-base", 4.0, 48, 80),
+        _flux2_image("reference", "tiny-flux2", lambda ws: {"references": [str(ws.picture((100, 70), 1)),
+                                                                           str(ws.picture((64, 80), 2))]}),
+        _flux2_image("reference", "klein-named-base", lambda ws: {"references": [str(ws.picture((80, 64), 3)),
+                                                                                 str(ws.picture((96, 96), 4))]}),
+        _flux2_image("inpaint", "tiny-flux2", lambda ws: {"image": str(ws.picture((100, 70), 1)),
+                                                          "mask": str(ws.mask((100, 70), (20, 10, 70, 50)))}),
+        _flux2_image("inpaint", "klein-base-named-distilled",
+                     lambda ws: {"image": str(ws.picture((80, 48), 5)), "mask": str(ws.mask()),
+                                 "references": [str(ws.picture((64, 64), 6))]}),
+    ]
+
+
+CASES: list[Case] = _flux1_cases() + flux2_cases()

@@ -579,6 +579,45 @@ CASES = [
 
 CASES += IMAGE_CASES
 
+KLEIN_64 = ["--model", "tiny-flux2", "--device", "cpu", "--width", "64", "--height", "64", "--seed", "1",
+            "--prompt", "a fox", "--no-progress"]
+
+
+def _rgb(ctx: Ctx, name: str, size=(80, 64)) -> Path:
+    from PIL import Image
+
+    path = ctx.tmp / name
+    Image.new("RGB", size, (90, 120, 150)).save(path)
+    return path
+
+
+def _flux1_lora(ctx: Ctx) -> Path:
+    import flux2_lora_files
+
+    return flux2_lora_files.write_flux1(ctx.tmp / "flux1-lora.safetensors")
+
+
+FLUX2_CASES = [
+    Case("flux2: --reference is not an image", lambda c: ["generate", *KLEIN_64, "--reference", c.write("ref.png", "hi")],
+         ["ref.png", "not an image"]),
+    Case("flux2: --reference below 64 px", lambda c: ["generate", *KLEIN_64, "--reference", _rgb(c, "small.png", (48, 80))],
+         ["small.png", "Image too small: 48×80", "at least 64px"]),
+    Case("flux2: too many references", lambda c: ["generate", *KLEIN_64,
+                                                   *[a for i in range(11) for a in ("--reference", _rgb(c, f"r{i}.png"))]],
+         ["11 references", "more than localflux allows (10", "BFL recommends up to 4"]),
+    Case("flux2: prompt.clip", lambda c: ["generate", *KLEIN_64, "--set", 'prompt.clip="x"'],
+         ["prompt.clip is for FLUX.1's CLIP encoder", "FLUX.2 models read one text"]),
+    Case("flux2: prompt.t5", lambda c: ["generate", *KLEIN_64, "--set", 'prompt.t5="x"'],
+         ["prompt.t5 is for FLUX.1's T5 encoder"]),
+    Case("flux2: negative prompt on a distilled model", lambda c: ["generate", *KLEIN_64, "--negative-prompt", "blur"],
+         ["prompt.negative", "distilled runs without CFG", "klein-base"]),
+    Case("flux2: --image without --mask", lambda c: ["generate", *KLEIN_64, "--image", _rgb(c, "photo.png")],
+         ["--image without --mask", "no FLUX.2 img2img", "--reference"]),
+    Case("flux2: a FLUX.1 LoRA", lambda c: ["generate", *KLEIN_64, "--lora", _flux1_lora(c)],
+         ["flux1-lora.safetensors", "is a FLUX.1 LoRA but the model is FLUX.2"]),
+]
+CASES += FLUX2_CASES
+
 
 def _plain_png(ctx: Ctx) -> Path:
     from PIL import Image

@@ -7,9 +7,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "doctor", help="show device, memory, dtype support and weight locations",
         description="Show what this machine can run (device, memory, dtype support), where weights and caches are "
-                    "looked for, and the candidate memory plans for FLUX.1 at 1024x1024 (docs/memory.md).")
-    parser.add_argument("--model", choices=["dev", "schnell"], default="dev",
-                        help="which FLUX.1 the memory-plan table is for (default dev)")
+                    "looked for, and the candidate memory plans for a model at 1024x1024 (docs/memory.md).")
+    parser.add_argument("--model", choices=_preset_names(), default="dev", metavar="PRESET",
+                        help="which model's memory-plan table to show: " + ", ".join(_preset_names())
+                             + " (default dev: FLUX.1 [dev])")
     parser.add_argument("--vram", type=float, metavar="GIB",
                         help="show the memory plans for a CUDA card with this much free memory instead of this machine's")
     parser.set_defaults(func=run)
@@ -47,11 +48,20 @@ def run(args) -> int:
     return 0
 
 
+def _preset_names() -> list[str]:
+    from ..families import FAMILIES
+
+    return [name for family in FAMILIES for name in family.presets]
+
+
 def _print_memory_plans(args, device: str) -> None:
-    """The candidate memory plans for FLUX.1 at 1024x1024 on this card (or a --vram one), best first."""
-    from ..memory.footprint import footprint_from_configs, packaged_config_root
+    """The candidate memory plans for a preset's model at 1024x1024 on this card (or a --vram one), best first.
+
+    FLUX.2's one text encoder (Qwen3 / Mistral) is sized in the plan's T5 column (families/flux2/footprint.py).
+    """
+    from ..families import FAMILIES
+    from ..loader import Source
     from ..memory.plan import Workload, choose, evaluate, probe_machine, synthetic_machine, table
-    from ..families.flux1.presets import PRESETS
 
     vram = getattr(args, "vram", None)
     preset = getattr(args, "model", "dev")
@@ -59,14 +69,17 @@ def _print_memory_plans(args, device: str) -> None:
         print(f"\nmemory plans: no CUDA GPU here; `localflux doctor --vram 24` shows the plans for a 24 GiB card")
         return
     machine = synthetic_machine(vram) if vram is not None else probe_machine(device)
-    footprint = footprint_from_configs(str(packaged_config_root(preset)))
-    work = Workload(max_sequence_length=PRESETS[preset].max_sequence_length)
+    family = FAMILIES.of_preset(preset)
+    spec = family.presets[preset]
+    footprint = family.footprint(Source("hub", spec.hub_id or preset), preset)  # the packaged (published) configs
+    work = Workload(max_sequence_length=spec.max_sequence_length)
     candidates = evaluate(footprint, work, machine)
     try:
         chosen = choose(candidates).plan
     except Exception:  # nothing fits: the table still shows what each plan needs
         chosen = None
-    print(f"\nmemory plans for FLUX.1-{preset} 1024x1024 on {machine.name} "
+    note = "" if family.name == "flux1" else " (the T5 column is its text encoder)"
+    print(f"\nmemory plans for {family.label}-{preset} 1024x1024{note} on {machine.name} "
           f"({machine.free_vram / 2**30:.1f} GiB free; estimates, docs/memory.md):")
     for row in table(candidates, chosen):
         print(row)

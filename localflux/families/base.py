@@ -42,6 +42,7 @@ class Family:
     presets: dict[str, Preset] = {}
     builtin: dict[str, str] = {}  # built-in miniature name -> preset
     tasks: tuple[str, ...] = ("text",)  # the tasks this family can run
+    inpaint_with_references = False  # the inpaint task runs through tasks/reference.py (FLUX.2's pipeline)
 
     # ---- detection (no weights loaded)
     def claims(self, source: "Source") -> bool:
@@ -62,12 +63,16 @@ class Family:
         """The text each text encoder reads, keyed as the recipe records it."""
         raise NotImplementedError
 
-    def prompt_kwargs(self, request: "RenderRequest") -> dict[str, Any]:
-        """The pipeline's prompt keyword arguments for a request."""
+    def prompt_kwargs(self, request: "RenderRequest", pipe=None) -> dict[str, Any]:
+        """The pipeline's prompt keyword arguments for a request (``pipe``: for embeddings a family encodes itself)."""
         raise NotImplementedError
 
     def prompt_warnings(self, pipe, request: "RenderRequest") -> list[str]:
         return []
+
+    def negative_note(self, request: "RenderRequest") -> str:
+        """How the negative prompt is used, for --dry-run (FLUX.1: only with true CFG)."""
+        return "used" if request.true_cfg > 1 else "unused: true_cfg is 1"
 
     def recorded_prompt_keys(self, prompt_record: dict) -> dict[str, str]:
         """Config keys that make a replay send each encoder exactly the text a recipe recorded."""
@@ -81,12 +86,25 @@ class Family:
     def pipeline_class(self, task: str):
         raise NotImplementedError
 
+    def owns_pipeline(self, pipe) -> bool:
+        """Whether a loaded diffusers pipeline is one of this family's (the LoRA stage asks)."""
+        return False
+
     def task_pipeline(self, pipe, role: str):
         """The pipeline running ``role`` over the loaded pipeline's modules (nothing reloaded)."""
         raise NotImplementedError
 
     def load(self, source: "Source", placement: "Placement", preset: str, memory_plan) -> "LoadedModel":
         raise NotImplementedError
+
+    # ---- LoRA (lora/ asks; None / () = the generic FLUX.1 path)
+    def lora_to_diffusers(self, lora, tensors: dict) -> dict | None:
+        """A LoRA file's tensors in diffusers/PEFT keys, alphas folded; None: lora/'s own (FLUX.1) conversion."""
+        return None
+
+    def lora_markers(self) -> tuple[str, ...]:
+        """Regexes matching LoRA keys of modules only this family has (to name the family of a foreign LoRA)."""
+        return ()
 
     def config_root(self, preset: str) -> "Path":
         """The packaged published configs of ``preset`` (offline single-file loading, meta-device sizes)."""
@@ -126,6 +144,16 @@ class Registry:
 
     def builtin_names(self) -> dict[str, Family]:
         return {name: family for family in self._families for name in family.builtin}
+
+    def of_pipeline(self, pipe) -> Family | None:
+        return next((family for family in self._families if family.owns_pipeline(pipe)), None)
+
+    def of_lora_keys(self, keys) -> Family | None:
+        """The one family whose marker module names a LoRA's keys use (None: none, or ambiguous)."""
+        import re
+
+        hits = [f for f in self._families if any(re.search(m, k) for k in keys for m in f.lora_markers())]
+        return hits[0] if len(hits) == 1 else None
 
     def detect(self, source: "Source") -> Family:
         for family in self._families:

@@ -60,6 +60,7 @@ def inspect_lora(path: str | Path) -> dict:
         "sha256": sha256_file(lora.path),
         "size_bytes": lora.path.stat().st_size,
         "format": detect_format(lora),
+        "family": lora_family(lora),
         "refused": refused,
         "tensors": len(lora.tensors),
         "lora_tensors": len(weights),
@@ -79,11 +80,22 @@ def inspect_lora(path: str | Path) -> dict:
     }
 
 
+def lora_family(lora) -> str:
+    """The model family the LoRA's keys name (families' ``lora_markers``), or every family it could be for."""
+    from ..families import FAMILIES
+
+    family = FAMILIES.of_lora_keys(list(lora.tensors))
+    if family is not None:
+        return family.label
+    return " or ".join(f.label for f in FAMILIES) + " (its layers exist in both; the model's layer sizes decide)"
+
+
 def format_report(info: dict) -> str:
     lines = [
         f"file:        {info['path']}",
         f"sha256:      {info['sha256']}",
         f"format:      {info['format']}" + (f"  (REFUSED: {info['refused']})" if info["refused"] else ""),
+        f"family:      {info['family']}",
         f"tensors:     {info['tensors']} ({info['lora_tensors']} LoRA, {info['alphas']} alphas, "
         f"{info['text_encoder_tensors']} text-encoder, {info['other_tensors']} other)",
         f"rank:        {info['rank']}",

@@ -201,8 +201,9 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     """Load one ``LoraConfig`` entry as ``adapter``, verified (``verify``); refused entries leave no adapter."""
     lora = read_lora(entry.path)
     refuse_unsupported(lora)
-    converted = convert(lora)
-    trace = trace_sources(lora)
+    family = model_family(pipe, lora)
+    converted = convert(lora, family=family)
+    trace = trace_sources(lora, family=family)
     check_fits(pipe, converted, lora)
     _load_converted(pipe, lora, converted, entry.strict, adapter, hotswap)
     applied = count_applied(pipe, adapter, lora, converted, trace)
@@ -217,6 +218,18 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
     if not applied.complete:
         log.warning("LoRA %s applied partially: %s", lora.path, applied.summary())
     return applied
+
+
+def model_family(pipe, lora):
+    """The pipe's model family (``families/``); a LoRA whose keys name another family's modules is refused."""
+    from ..families import FAMILIES
+
+    family = FAMILIES.of_pipeline(pipe)
+    other = FAMILIES.of_lora_keys(list(lora.tensors))
+    if family is not None and other is not None and other is not family:
+        raise LoraError(f"LoRA {str(lora.path)!r} is a {other.label} LoRA but the model is {family.label}; "
+                        f"use a LoRA trained for {family.label}")
+    return family
 
 
 def _load_converted(pipe, lora, converted: dict, strict: bool, adapter: str, hotswap: bool) -> None:

@@ -23,15 +23,20 @@ log = logging.getLogger(__name__)
 COMPONENTS = ("transformer", "text_encoder")  # the pipeline parts diffusers loads LoRA tensors into
 
 
-def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool = True) -> dict:
+def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool = True, family=None) -> dict:
     """The LoRA in diffusers/PEFT keys (``component.module.lora_A/B.weight``), every alpha folded into lora_A.
 
     diffusers' own converter does the layouts it gets right; ``layouts`` does the rest (see there). The
     result carries no alphas and no metadata, so diffusers' loader applies it at exactly the strength the
     file means. T5 parts are left out (diffusers cannot load them; they count as not applied).
+    ``family`` (the model's, ``families/``) may bring its own converter (FLUX.2: ``Family.lora_to_diffusers``).
     """
     from . import layouts
 
+    own_family = family.lora_to_diffusers(lora, tensors if tensors is not None else lora.tensors) if family else None
+    if own_family is not None:  # the family's converter, then the metadata strength as below
+        config = peft_metadata(lora.metadata) if fold_metadata else None
+        return _fold_metadata_alphas(own_family, config) if config else own_family
     tensors = layouts.prepare(tensors if tensors is not None else lora.tensors)
     own, _t5, rest = layouts.split_own(tensors)  # T5 tensors stay out: nothing could load them
     state = {}
@@ -94,7 +99,7 @@ def fold_metadata_alphas(state: dict, config: dict) -> dict:
     return out
 
 
-def trace_sources(lora: LoraFile) -> dict[str, frozenset[str]]:
+def trace_sources(lora: LoraFile, family=None) -> dict[str, frozenset[str]]:
     """For each converted key, the keys of the file whose values it was made from.
 
     Runs diffusers' converter on a stand-in: tensor *i* is filled with the number *i* (float32, exact up
@@ -104,7 +109,7 @@ def trace_sources(lora: LoraFile) -> dict[str, frozenset[str]]:
     import torch
 
     stand_in, names = _numbered_stand_in(lora)
-    converted = convert(lora, stand_in, fold_metadata=False)
+    converted = convert(lora, stand_in, fold_metadata=False, family=family)
     trace = {}
     for key, value in converted.items():
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():

@@ -9,6 +9,9 @@
   diffusers' leaf-level group offload: accelerate's ``enable_sequential_cpu_offload`` fails on the
   CLIP embedding with transformers 5 (a plain tensor replaces the parameter; seen with accelerate 1.15).
 With ``t5_device = "cpu"`` the T5 encoder stays in system memory and never enters the GPU.
+
+Families name their big text encoder (``big_text``): FLUX.1's T5 is ``text_encoder_2``, FLUX.2's Qwen3 /
+Mistral encoder is ``text_encoder`` (the memory plan's "t5" slot means "the big text encoder").
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from __future__ import annotations
 import torch
 
 
-def place(pipe, device: str, offload: str, *, t5_on_cpu: bool = False, group_blocks: int = 1) -> None:
-    keep_t5 = ["text_encoder_2"] if t5_on_cpu else []
+def place(pipe, device: str, offload: str, *, t5_on_cpu: bool = False, group_blocks: int = 1,
+          big_text: str = "text_encoder_2") -> None:
+    keep_t5 = [big_text] if t5_on_cpu else []
     if offload == "none":
         pipe.to(device)
     elif offload in ("model", "resident"):
@@ -31,7 +35,7 @@ def place(pipe, device: str, offload: str, *, t5_on_cpu: bool = False, group_blo
     else:
         raise ValueError(f"unknown offload mode {offload!r}")  # config validation prevents this
     if t5_on_cpu:
-        pipe.text_encoder_2.to("cpu")
+        getattr(pipe, big_text).to("cpu")
 
 
 def _group_offload(pipe, device: torch.device, blocks: int, exclude: list[str], leaf: bool = False) -> None:
@@ -47,5 +51,5 @@ def _group_offload(pipe, device: torch.device, blocks: int, exclude: list[str], 
         pipe.vae.enable_group_offload(offload_type="block_level", num_blocks_per_group=1, **common)
     # T5's blocks sit one level down (encoder.block), out of block-level reach: stream it by layer
     for name in ("text_encoder", "text_encoder_2"):
-        if name not in exclude:
+        if name not in exclude and getattr(pipe, name, None) is not None:
             apply_group_offloading(getattr(pipe, name), offload_type="leaf_level", **common)

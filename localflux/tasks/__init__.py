@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Prepared, Task
 from .common import check_common
+from .reference import ReferenceTask
 from .img2img import Img2ImgTask
 from .inpaint import FillTask, InpaintTask
 from .kontext import KontextTask
@@ -39,7 +40,7 @@ class TaskRegistry:
 
     def select(self, config, family, preset: str) -> Task:
         """The task for ``config`` on a model of ``family``/``preset`` (nothing read yet)."""
-        check_common(config, preset)
+        check_common(config, preset, family)
         for task in self._tasks:
             if task.select(config, family, preset):
                 if task.name not in family.tasks:
@@ -50,7 +51,7 @@ class TaskRegistry:
 
 
 TASKS = TaskRegistry()
-for _task in (FillTask(), KontextTask(), InpaintTask(), Img2ImgTask(), TextTask()):
+for _task in (FillTask(), KontextTask(), InpaintTask(), ReferenceTask(), Img2ImgTask(), TextTask()):
     TASKS.register(_task)
 
 __all__ = ["TASKS", "Prepared", "Task", "TaskRegistry"]

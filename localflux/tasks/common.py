@@ -71,7 +71,7 @@ def check_outpaint(config) -> tuple[int, int, int, int] | None:
     return tuple(pad)
 
 
-def check_common(config, preset: str) -> None:
+def check_common(config, preset: str, family=None) -> None:
     """The ``[input]`` combinations no task accepts (checked before any task is chosen)."""
     given = config.input
     if given.image is None:
@@ -81,7 +81,7 @@ def check_common(config, preset: str) -> None:
                                    ("paste_back", "paste_back", given.paste_back)):
             if present and not (preset == "kontext" and key == "strength"):
                 raise ConfigError(f"input.{key} ({flag}) needs input.image (--image): the picture to start from")
-    if given.references and preset != "kontext":
+    if given.references and preset != "kontext" and not (family is not None and "reference" in family.tasks):
         raise ConfigError(f"--reference (input.references) needs a FLUX.1 Kontext model (its model_index.json names "
                           f"FluxKontextPipeline, or set [model] preset = \"kontext\"); this model is {preset}: "
                           "use --image for img2img instead")

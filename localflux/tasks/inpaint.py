@@ -32,12 +32,20 @@ class InpaintTask(Task):
     def select(self, config, family, preset) -> bool:
         given = config.input
         return given.image is not None and (given.mask is not None or given.outpaint is not None) \
-            and preset in ("schnell", "dev")
+            and (preset in ("schnell", "dev") or family.inpaint_with_references)
 
     def validate(self, config, family, preset) -> None:
+        if family.inpaint_with_references:  # FLUX.2: Flux2KleinInpaintPipeline (tasks/reference.py)
+            from .reference import validate_inpaint
+
+            return validate_inpaint(config, family, preset)
         common.check_strength(config, self.role)
 
     def prepare(self, config, family, preset, size) -> Prepared:
+        if family.inpaint_with_references:
+            from .reference import prepare_inpaint
+
+            return prepare_inpaint(config, family, preset, size)
         image, mask, outpaint = read_image_and_mask(config)
         size = common.size_from_input(config, size, image.image.size, common.input_name(image.record))
         for item in (image, mask):

@@ -32,6 +32,10 @@ _COMPONENTS = ("transformer", "text_encoder_2", "text_encoder", "vae")
 _BFL_GUIDANCE = "guidance_in.in_layer.weight"
 _DIFFUSERS_GUIDANCE = "time_text_embed.guidance_embedder.linear_1.weight"
 _FLUX2_MARKERS = ("double_stream_modulation_img", "flux.2", "flux2")  # names a FLUX.2 model would carry
+# LoRA keys of modules only FLUX.1 has (per-block modulation, CLIP, vector_in, FLUX.1's MLP and single-block names)
+_LORA_MARKERS = (r"blocks[._]\d+[._](img_mod|txt_mod|modulation)[._]lin", r"vector_in", r"ff(_context)?\.net\.",
+                 r"norm1(_context)?\.linear", r"single_transformer_blocks\.\d+\.(proj_mlp|proj_out|norm\.linear|attn\.to_[qkv]\.)",
+                 r"time_text_embed", r"^lora_te1_", r"text_encoders\.clip_l")
 
 
 class Flux1(Family):
@@ -84,7 +88,7 @@ class Flux1(Family):
     def recorded_prompt_keys(self, prompt_record: dict) -> dict[str, str]:
         return {"prompt.clip": prompt_record["clip"], "prompt.t5": prompt_record["t5"]}
 
-    def prompt_kwargs(self, request: "RenderRequest") -> dict:
+    def prompt_kwargs(self, request: "RenderRequest", pipe=None) -> dict:
         use_cfg = request.true_cfg > 1 and bool(request.negative_prompt)
         return dict(prompt=request.prompts["clip"], prompt_2=request.prompts["t5"],
                     negative_prompt=request.negative_prompt if use_cfg else None, true_cfg_scale=request.true_cfg,
@@ -123,6 +127,10 @@ class Flux1(Family):
     def task_pipeline(self, pipe, role: str):
         return task_pipeline(pipe, role)
 
+    def owns_pipeline(self, pipe) -> bool:
+        name = type(pipe).__name__
+        return name.startswith("Flux") and not name.startswith("Flux2")
+
     def load(self, source, placement, preset, memory_plan):
         from . import loading  # loading imports the generic loader, which imports this registry
 
@@ -135,6 +143,9 @@ class Flux1(Family):
 
     def config_root(self, preset: str):
         return config_root(preset)
+
+    def lora_markers(self) -> tuple[str, ...]:
+        return _LORA_MARKERS
 
     def footprint(self, source: "Source", preset: str):
         """Parameter counts from the model's own configs, else from the published configs of its preset."""
