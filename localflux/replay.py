@@ -58,7 +58,8 @@ def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
 
 
 # What a recipe may name, by role: a file of another kind is refused without being opened or hashed.
-MODEL_FILE_SUFFIXES = (".safetensors", ".sft", ".gguf", ".bin", ".json", ".txt", ".model")  # weights, configs, tokenizers
+# weights, configs, tokenizers (vocabularies, merges, SentencePiece models, chat templates)
+MODEL_FILE_SUFFIXES = (".safetensors", ".sft", ".gguf", ".bin", ".json", ".txt", ".model", ".jinja", ".tiktoken")
 LORA_SUFFIXES = (".safetensors", ".sft", ".pt", ".ckpt", ".pth", ".bin")
 UPSCALER_SUFFIXES = (".safetensors", ".pth", ".pt")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif")
@@ -76,7 +77,7 @@ def _named_path(what: str, entry, suffixes: tuple[str, ...]) -> Path:
         raise RecipeError(f"a {what} entry of the recipe is malformed (needs a path and a sha256); the file was altered")
     path = Path(os.path.abspath(entry["path"]))
     if "\0" in entry["path"] or path.suffix.lower() not in suffixes:
-        raise RecipeError(f"the recipe names {entry['path']!r} as a {what}, which is not a {what} file "
+        raise RecipeError(f"the recipe names {entry['path']!r} as a {what}, but it is not one "
                           f"({', '.join(suffixes)}); refused without reading it")
     return path
 

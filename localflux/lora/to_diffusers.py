@@ -36,7 +36,7 @@ def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool 
     own_family = family.lora_to_diffusers(lora, tensors if tensors is not None else lora.tensors) if family else None
     if own_family is not None:  # the family's converter, then the metadata strength as below
         config = peft_metadata(lora.metadata) if fold_metadata else None
-        return _fold_metadata_alphas(own_family, config) if config else own_family
+        return fold_metadata_alphas(own_family, config) if config else own_family
     tensors = layouts.prepare(tensors if tensors is not None else lora.tensors)
     own, _t5, rest = layouts.split_own(tensors)  # T5 tensors stay out: nothing could load them
     state = {}
