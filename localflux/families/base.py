@@ -42,6 +42,8 @@ class Family:
     presets: dict[str, Preset] = {}
     builtin: dict[str, str] = {}  # built-in miniature name -> preset
     tasks: tuple[str, ...] = ("text",)  # the tasks this family can run
+    # the prompt_kwargs keys that carry prompt *text*: left out when a task passes embeddings instead
+    prompt_text_keys: tuple[str, ...] = ("prompt", "prompt_2")
 
     # ---- detection (no weights loaded)
     def claims(self, source: "Source") -> bool:

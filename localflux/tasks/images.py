@@ -136,6 +136,10 @@ def strip_pixels(config_dict: dict) -> dict:
 
     given = dict(given, image=clean(given.get("image")), mask=clean(given.get("mask")),
                  references=[clean(ref) for ref in given.get("references") or []])
+    if "control" in given:
+        given["control"] = clean(given.get("control"))
+    if "redux" in given:
+        given["redux"] = [clean(ref) for ref in given.get("redux") or []]
     return dict(config_dict, input=given)
 
 
@@ -151,13 +155,14 @@ def absolute_input_paths(config) -> dict:
 
     given = config.input
     changes = {}
-    for key in ("image", "mask"):
+    for key in ("image", "mask", "control"):
         ref = getattr(given, key)
         if absolute(ref) is not ref:
             changes[f"input.{key}"] = absolute(ref)
-    refs = [absolute(ref) for ref in given.references]
-    if any(a is not b for a, b in zip(refs, given.references)):
-        changes["input.references"] = refs
+    for key in ("references", "redux"):
+        refs = [absolute(ref) for ref in getattr(given, key)]
+        if any(a is not b for a, b in zip(refs, getattr(given, key))):
+            changes[f"input.{key}"] = refs
     return changes
 
 
