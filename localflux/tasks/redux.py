@@ -108,7 +108,7 @@ def load_prior(folder: Path, device, dtype):
         from diffusers import FluxPriorReduxPipeline
 
         prior = FluxPriorReduxPipeline.from_pretrained(folder, text_encoder=None, text_encoder_2=None, tokenizer=None,
-                                                       tokenizer_2=None, torch_dtype=dtype)
+                                                       tokenizer_2=None, dtype=dtype)
         prior.image_encoder.to(device).eval()
         prior.image_embedder.to(device).eval()
         prior.set_progress_bar_config(disable=True)
