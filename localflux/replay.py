@@ -59,7 +59,11 @@ def check_weights(recipe: dict) -> None:
 
     checks = [("weight file", entry) for entry in recipe["model"]["files"]]
     checks += [("LoRA", entry) for entry in recipe.get("loras") or []]  # older recipes have no "loras"
-    checks += [("upscaler", entry) for entry in recipe["upscale_steps"]]
+    for entry in recipe["upscale_steps"]:
+        if entry.get("kind") == "detail":  # the detail pass's FLUX model files
+            checks += [("detail-pass weight file", f) for f in entry["files"]]
+        else:
+            checks.append(("upscaler", entry))
     for what, entry in checks:
         path = Path(entry["path"])
         if not path.is_file():
@@ -85,6 +89,11 @@ def check_upscale_steps(steps) -> None:
     for n, step in enumerate(steps, 1):
         if not isinstance(step, dict):
             raise ConfigError(f"upscale_steps[{n}] must be a table, got {type(step).__name__}")
+        if step.get("kind") == "detail":
+            from .upscale.detail import check_step
+
+            check_step(n, step)
+            continue
         missing = [key for key in _UPSCALE_STEP_KEYS if key not in step]
         if missing:
             raise ConfigError(f"upscale_steps[{n}] lacks {', '.join(missing)}")
@@ -148,6 +157,11 @@ def apply_upscale_steps(image, steps: list[dict], *, device: str | None, progres
     from .upscale.stage import RECORDLESS_ALPHA
 
     for step in steps:
+        if step.get("kind") == "detail":
+            from .upscale.detail import replay_detail
+
+            image = replay_detail(image, step, device=device, progress=progress)
+            continue
         # steps recorded before the alpha option existed had their alpha Lanczos-resized
         image, _ = upscale_pil(image, model=step["path"], scale=step["scale"], tile=step["tile"],
                                overlap=step["overlap"], device=device or step["device"], dtype=step["dtype"],
