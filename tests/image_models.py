@@ -1,4 +1,5 @@
-"""Test helper: tiny Fill and Kontext models of two shapes each, as diffusers folders, plus input pictures."""
+"""Test helper: tiny Fill, Kontext and control models of two shapes each (diffusers folders), a Redux prior, a
+control LoRA, a Depth Anything model, and input pictures."""
 
 from __future__ import annotations
 
@@ -101,3 +102,21 @@ def save_control_lora(path: Path, transformer, rank: int = 4, seed: int = 9) -> 
     }
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
     return path
+
+
+def save_depth_anything(folder: Path) -> Path:
+    """A tiny random Depth Anything (DINOv2 backbone + DPT head) as a transformers folder, for control_kind = "depth"."""
+    import torch
+    from transformers import DPTImageProcessor, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
+                            image_size=28, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=16, neck_hidden_sizes=[8, 8, 8, 8],
+                                 fusion_hidden_size=8, head_hidden_size=8, reassemble_factors=[4, 2, 1, 0.5],
+                                 patch_size=14)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        DepthAnythingForDepthEstimation(config).eval().save_pretrained(folder)
+    DPTImageProcessor(size={"height": 28, "width": 28}, keep_aspect_ratio=False, do_pad=False).save_pretrained(folder)
+    return folder
