@@ -149,14 +149,19 @@ def is_control_lora_file(path) -> bool:
     return False
 
 
-def refuse_unsupported(lora: LoraFile) -> None:
-    """Raise for adapter kinds that are not plain LoRA (DoRA, LoKr, LoHa, OFT, IA3, control LoRAs ...)."""
+def refuse_unsupported(lora: LoraFile, control_ok: bool = True) -> None:
+    """Raise for adapter kinds that are not plain LoRA (DoRA, LoKr, LoHa, OFT, IA3 ...); a BFL control LoRA is
+    refused only where ``control_ok`` is false (rewriting: its full weights have no LoRA form in other layouts)."""
     for pattern, kind in _UNSUPPORTED:
         hit = next((key for key in lora.tensors if pattern.search(key) and _changes_something(lora.tensors[key], kind)),
                    None)
         if hit is not None:
             raise LoraError(f"{str(lora.path)!r} is a {kind} file (key {hit!r}); localflux applies plain LoRAs only, "
                             f"because diffusers would load it partly and render a wrong image")
+    control = control_weights(lora)
+    if control and not control_ok:
+        raise LoraError(f"{str(lora.path)!r} is a BFL control LoRA (FLUX.1 Canny/Depth style, full weights such as "
+                        f"{control[0]!r}); it cannot be rewritten in another layout: use it as it is, with --control")
     config = peft_metadata(lora.metadata, "transformer")
     if config.get("use_dora"):
         raise LoraError(f"{str(lora.path)!r} is a DoRA file (use_dora in its metadata); localflux applies plain LoRAs only")
