@@ -243,4 +243,4 @@ def test_task_registry_refuses_duplicates():
 
     with pytest.raises(ValueError):
         TASKS.register(TextTask())
-    assert [t.name for t in TASKS] == ["fill", "kontext", "inpaint", "img2img", "text"]
+    assert [t.name for t in TASKS] == ["fill", "kontext", "control", "redux", "inpaint", "img2img", "text"]
