@@ -45,6 +45,10 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     revision: str | None = None  # hub revision (branch, tag or commit)
+    # a FLUX.1 Redux prior (diffusers folder: image_encoder, feature_extractor, image_embedder) for input.redux
+    redux: str | None = None
+    # a Depth Anything model (transformers folder or hub id already in the HF cache) for control_kind = "depth"
+    depth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,12 @@ class UpscaleConfig:
     keep_original: bool = False  # also save the image before upscaling
     # an alpha channel: through the network as grey (Real-ESRGAN's default) or Lanczos-resized
     alpha: Literal["model", "resize"] = "model"
+    # after Real-ESRGAN: a tiled FLUX img2img pass at this strength (0 = off; docs/upscale.md)
+    detail: float = field(default=0.0, metadata=_range(0.0, 0.6))
+    detail_model: str | None = None  # the FLUX model of the detail pass (default: the render's own model)
+    detail_steps: int | None = field(default=None, metadata=_range(1, 1000))  # default: the model's preset
+    detail_tile: int = field(default=1024, metadata=_range(64, 4096))  # tile side in pixels (~1 MP at 1024)
+    detail_overlap: int = field(default=128, metadata=_range(0, 1024))  # pixels shared by neighbouring tiles
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,13 @@ class InputConfig:
     outpaint: list[int] | None = None  # [left, top, right, bottom] pixels added around input.image
     references: list[ImageInput] = field(default_factory=list)  # Kontext: stitched side by side
     paste_back: bool = False  # inpaint: original pixels back outside the mask after decoding (feathered)
+    control: ImageInput | None = None  # FLUX.1 Depth/Canny model or control LoRA: the control picture
+    # map: a ready depth/edge map | canny: edges computed from a photo (OpenCV) | depth: Depth Anything
+    control_kind: Literal["map", "canny", "depth"] = "map"
+    canny_low: int = field(default=50, metadata=_range(0, 1000))  # BFL's Canny thresholds
+    canny_high: int = field(default=200, metadata=_range(0, 1000))
+    redux: list[ImageInput] = field(default_factory=list)  # FLUX.1 Redux: images whose embeddings are summed
+    redux_scale: float = field(default=1.0, metadata=_range(0.0, 10.0))  # prompt_embeds_scale and pooled scale
 
 
 @dataclass(frozen=True)
@@ -556,8 +573,10 @@ def _check_range(value: Any, metadata, dotted: str, origin: str) -> None:
 # ---------------------------------------------------------------- paths
 
 _ITEM_KEY = re.compile(r"^(\w+)\[(\d+)\]\.(\w+)$")
-_PATH_KEYS = ("model.base", "output.dir", "upscale.model", "output.c2pa_cert", "output.c2pa_key")
-_IMAGE_KEYS = ("input.image", "input.mask", "input.references")  # image paths: relative to the config file
+_PATH_KEYS = ("model.base", "output.dir", "upscale.model", "model.redux", "model.depth", "upscale.detail_model",
+              "output.c2pa_cert", "output.c2pa_key")
+_IMAGE_KEYS = ("input.image", "input.mask", "input.references", "input.control", "input.redux")  # relative to the config file
+_HUB_KEYS = ("model.base", "model.redux", "model.depth", "upscale.detail_model")  # may also be hub ids
 _WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".sft", ".ckpt", ".pt", ".pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -588,8 +607,13 @@ def _resolve_path_value(key: str, value: Any, base_dir: Path, path_keys: tuple[s
         return value
     if key == "upscale.model" and "/" not in value and not value.endswith(_WEIGHT_SUFFIXES):
         return value  # an installed upscaler's name
+    if key == "upscale.detail_model":
+        from .families import FAMILIES
+
+        if value in FAMILIES.builtin_names():
+            return value
     if key in path_keys and not Path(value).is_absolute():
-        if key == "model.base" and looks_like_hub_id(value) and not (base_dir / value).exists():
+        if key in _HUB_KEYS and looks_like_hub_id(value) and not (base_dir / value).exists():
             return value
         return str((base_dir / value).resolve())
     return value

@@ -83,6 +83,9 @@ def plan(config: Config) -> Plan:
     family.validate(config)
     task = TASKS.select(config, family, preset)
     task.validate(config, family, preset)
+    from .upscale.detail import check_detail
+
+    check_detail(config, preset)
     seed_was_random = config.sampling.seed is None
     if seed_was_random:
         config = config_mod.replace(config, **{"sampling.seed": secrets.randbelow(RANDOM_SEED_LIMIT)})
@@ -215,6 +218,9 @@ def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings:
         if the_plan.config.upscale.enabled:
             upscaled, record = upscale_stage(image, the_plan.config.upscale, model.placement.device, progress=progress)
             recipe["upscale_steps"] = [record]
+            if the_plan.config.upscale.detail > 0:
+                upscaled, record = detail_stage(upscaled, the_plan, seed, model.placement.device, progress=progress)
+                recipe["upscale_steps"].append(record)
             result = Result(upscaled, seed, recipe, base_image=image)
         else:
             result = Result(image, seed, recipe)
@@ -228,6 +234,20 @@ def upscale_stage(image, upscale, device: str, *, progress: bool = True):
 
     return upscale_pil(image, model=upscale.model, scale=upscale.scale, tile=upscale.tile, device=device,
                        alpha=upscale.alpha, progress=progress)
+
+
+def detail_stage(image, the_plan: Plan, seed: int, device: str, *, progress: bool = True):
+    """The detail pass after Real-ESRGAN (``[upscale] detail``): tiled img2img with the render's prompt."""
+    from .upscale.detail import detail_pass
+
+    c, up = the_plan.config, the_plan.config.upscale
+    if up.detail_model is not None:
+        model = {"source": up.detail_model}
+    else:
+        model = {"source": c.model.source, "base": c.model.base, "revision": c.model.revision}
+    return detail_pass(image, model=model, strength=up.detail, seed=seed, prompts=dict(the_plan.request.prompts),
+                       steps=up.detail_steps, tile=up.detail_tile, overlap=up.detail_overlap, device=device,
+                       dtype=c.model.dtype, progress=progress)
 
 
 def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigmas: list[float], warnings: list[str],

@@ -78,6 +78,11 @@ def render(pipe, family, request: RenderRequest, seeds: list[int], prepared: Pre
     call = dict(**family.prompt_kwargs(request, pipe), height=request.height, width=request.width,
                 num_inference_steps=request.steps, num_images_per_prompt=len(seeds), generator=generators,
                 output_type="pil")
+    if prepared is not None and prepared.replaces_prompt:
+        for key in family.prompt_text_keys:  # FluxPipeline refuses prompt text beside prompt_embeds
+            call.pop(key, None)
+    if prepared is not None and prepared.encode is not None:
+        call.update(prepared.encoded(pipe, request))  # once per run (Redux: the prior's embeddings)
     call.update(extra)
     accepted = inspect.signature(pipe.__call__).parameters  # e.g. Fill takes no negative prompt / true CFG
     with torch.inference_mode():

@@ -138,12 +138,13 @@ def check_weights(recipe: dict, config: config_mod.Config | None = None) -> None
         raise RecipeError("the recipe's LoRA list and its config's [[lora]] entries differ; the file was altered")
     checks += [("LoRA", entry) for entry in loras]
     for step in recipe["upscale_steps"]:
-        _named_path("upscaler", step, UPSCALER_SUFFIXES)
-    checks += [("upscaler", entry) for entry in recipe["upscale_steps"]]
-    inputs = recipe.get("inputs") or []
-    for entry in inputs if isinstance(inputs, list) else [inputs]:
-        _named_path("input image", entry, IMAGE_SUFFIXES)
-        checks.append(("input image", entry))
+        if step.get("kind") == "detail":  # the detail pass's FLUX model files
+            for entry in step["files"]:
+                _named_path("detail-pass weight file", entry, MODEL_FILE_SUFFIXES)
+                checks.append(("detail-pass weight file", entry))
+        else:
+            _named_path("upscaler", step, UPSCALER_SUFFIXES)
+            checks.append(("upscaler", step))
     for what, entry in checks:
         path = Path(entry["path"])
         if not path.is_file():
@@ -170,6 +171,11 @@ def check_upscale_steps(steps) -> None:
     for n, step in enumerate(steps, 1):
         if not isinstance(step, dict):
             raise ConfigError(f"upscale_steps[{n}] must be a table, got {type(step).__name__}")
+        if step.get("kind") == "detail":
+            from .upscale.detail import check_step
+
+            check_step(n, step)
+            continue
         missing = [key for key in _UPSCALE_STEP_KEYS if key not in step]
         if missing:
             raise ConfigError(f"upscale_steps[{n}] lacks {', '.join(missing)}")
@@ -196,11 +202,11 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     from .loader import no_downloads
 
     recipe = read_recipe(image_path)
-    check_recorded_inputs(recipe)  # a changed or missing input image stops replay, naming it
     try:
         check_upscale_steps(recipe["upscale_steps"])
         config = recipe_config(recipe, device=device)
         check_weights(recipe, config)
+        check_recorded_inputs(recipe, IMAGE_SUFFIXES)  # a changed or missing input image stops replay, naming it
     except ConfigError as exc:  # recipe data is only data: a bad value is a damaged file, named as such
         raise RecipeError(f"the recipe in {str(image_path)!r} has an invalid value ({exc}); the file was altered") from None
     except (KeyError, TypeError, AttributeError) as exc:
@@ -236,6 +242,11 @@ def apply_upscale_steps(image, steps: list[dict], *, device: str | None, progres
     from .upscale.stage import RECORDLESS_ALPHA
 
     for step in steps:
+        if step.get("kind") == "detail":
+            from .upscale.detail import replay_detail
+
+            image = replay_detail(image, step, device=device, progress=progress)
+            continue
         # steps recorded before the alpha option existed had their alpha Lanczos-resized
         image, _ = upscale_pil(image, model=step["path"], scale=step["scale"], tile=step["tile"],
                                overlap=step["overlap"], device=device or step["device"], dtype=step["dtype"],

@@ -39,6 +39,28 @@ class Workspace:
 
         return self.once(("picture", *size, seed), lambda p: noise_picture(p.with_suffix(".png"), size, seed))
 
+    def redux_prior(self, shape: str) -> Path:
+        from image_models import save_redux_prior
+
+        def make(p):
+            from diffusers import FluxTransformer2DModel
+
+            width = FluxTransformer2DModel.load_config(self.task_model("base", shape) / "transformer")["joint_attention_dim"]
+            return save_redux_prior(p, width)
+
+        return self.once(("redux", shape), make)
+
+    def control_lora(self, shape: str) -> Path:
+        from image_models import save_control_lora
+
+        def make(p):
+            from diffusers import FluxTransformer2DModel
+
+            transformer = FluxTransformer2DModel.from_pretrained(self.task_model("base", shape) / "transformer")
+            return save_control_lora(p.with_suffix(".safetensors"), transformer)
+
+        return self.once(("control-lora", shape), make)
+
     def mask(self, size=(80, 48), box=(16, 8, 56, 40)) -> Path:
         from image_models import box_mask
 
@@ -114,6 +136,61 @@ def _flux1_image(task: str, kind: str, shape: str, inputs: Callable[[Workspace],
     return Case(f"flux1-{task}-{shape}", "flux1", task, build, patches={("localflux.tasks.kontext", "MAX_AREA"): 96 * 64})
 
 
+def _flux1_control(shape: str, lora: bool) -> Case:
+    """``FluxControlPipeline`` on a control model folder, or on a base folder with a control LoRA."""
+    call = dict(width=80, height=48, num_inference_steps=3, guidance_scale=3.5, max_sequence_length=48)
+
+    def build(ws: Workspace):
+        from diffusers import FluxControlPipeline
+        from diffusers.utils import load_image
+
+        folder = ws.task_model("base" if lora else "control", shape)
+        picture = ws.picture()
+        config = {"model": {"source": str(folder)}, "prompt": {"subject": PROMPT}, "input": {"control": str(picture)},
+                  "sampling": {"seed": 5, "steps": 3, "guidance": 3.5, "max_sequence_length": 48}}
+        pipe = FluxControlPipeline.from_pretrained(folder)
+        pipe.set_progress_bar_config(disable=True)
+        if lora:
+            config["lora"] = [{"path": str(ws.control_lora(shape))}]
+            pipe.load_lora_weights(str(ws.control_lora(shape)))
+
+        def reference(seed: int):
+            return pipe(prompt=PROMPT, control_image=load_image(str(picture)), generator=_generators(seed), **call).images[0]
+
+        return config, reference
+
+    return Case(f"flux1-control-{'lora-' if lora else ''}{shape}", "flux1", "control", build)
+
+
+def _flux1_redux(shape: str) -> Case:
+    """``FluxPriorReduxPipeline`` (with the base's text encoders) -> ``FluxPipeline``'s embeddings; two pictures summed."""
+    call = dict(width=64, height=48, num_inference_steps=3, guidance_scale=3.5)
+
+    def build(ws: Workspace):
+        from diffusers import FluxPipeline, FluxPriorReduxPipeline
+        from diffusers.utils import load_image
+
+        folder, prior_folder = ws.task_model("base", shape), ws.redux_prior(shape)
+        pictures = [ws.picture(), ws.picture((40, 40), seed=1)]
+        config = {"model": {"source": str(folder), "redux": str(prior_folder)}, "prompt": {"subject": PROMPT},
+                  "input": {"redux": [str(p) for p in pictures], "redux_scale": 0.8},
+                  "size": {"width": 64, "height": 48}, "sampling": {"seed": 5, "steps": 3, "guidance": 3.5}}
+        pipe = FluxPipeline.from_pretrained(folder)
+        pipe.set_progress_bar_config(disable=True)
+        prior = FluxPriorReduxPipeline.from_pretrained(prior_folder, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                                                       text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2)
+
+        def reference(seed: int):
+            out = prior(image=[load_image(str(p)) for p in pictures], prompt=[PROMPT] * 2, prompt_2=[PROMPT] * 2,
+                        prompt_embeds_scale=[0.8] * 2, pooled_prompt_embeds_scale=[0.8] * 2)
+            return pipe(prompt_embeds=out.prompt_embeds, pooled_prompt_embeds=out.pooled_prompt_embeds,
+                        generator=_generators(seed), **call).images[0]
+
+        return config, reference
+
+    return Case(f"flux1-redux-{shape}", "flux1", "redux", build)
+
+
 def _flux1_cases() -> list[Case]:
     photo = lambda ws: {"image": str(ws.picture())}  # noqa: E731
     masked = lambda ws: {"image": str(ws.picture()), "mask": str(ws.mask())}  # noqa: E731
@@ -132,6 +209,10 @@ def _flux1_cases() -> list[Case]:
         cases.append(_flux1_image("kontext", "kontext", shape, reference,
                                   dict(width=80, height=48, max_area=96 * 64, num_inference_steps=2, guidance_scale=3.5),
                                   {"steps": 2}))
+    for shape in ("tiny", "schnell-named-dev"):
+        cases.append(_flux1_control(shape, lora=False))
+        cases.append(_flux1_control(shape, lora=True))
+        cases.append(_flux1_redux(shape))
     return cases
 
 

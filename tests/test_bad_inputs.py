@@ -363,6 +363,45 @@ IMAGE_CASES = [
 ]
 
 
+def _control_lora(ctx: Ctx) -> Path:
+    from image_models import save_control_lora
+
+    from localflux.families.flux1.tiny import build_tiny_components
+
+    return save_control_lora(ctx.tmp / "canny-lora.safetensors", build_tiny_components("dev")["transformer"])
+
+
+CONDITIONING_CASES = [
+    Case("input: --control with a model that is not a control model",
+         lambda c: ["generate", *TINY_64, "--control", _image(c, "edges.png")],
+         ["--control", "needs a FLUX.1 Canny/Depth model or a control LoRA", "this model is schnell"]),
+    Case("input: control LoRA without --control", lambda c: ["generate", *TINY_64, "--lora", _control_lora(c)],
+         ["canny-lora.safetensors", "control LoRA", "--control FILE"]),
+    Case("input: control model without --control", lambda c: ["generate", *TINY_64, "--model", "tiny-control"],
+         ["control model", "needs --control FILE"]),
+    Case("input: --redux without a Redux model", lambda c: ["generate", *TINY_64, "--redux", _image(c)],
+         ["--redux needs a FLUX.1 Redux prior", "--redux-model"]),
+    Case("input: --redux-model that is not a Redux prior",
+         lambda c: ["generate", *TINY_64, "--redux", _image(c), "--redux-model", _empty_folder(c)],
+         ["model.redux", "not a FLUX.1 Redux prior"]),
+    Case("input: --control-kind depth without a depth estimator",
+         lambda c: ["generate", *TINY_64, "--model", "tiny-control", "--control", _image(c), "--control-kind", "depth"],
+         ["--control-kind depth needs a Depth Anything model", "--depth-model", "--control-kind map"]),
+    Case("input: canny_low above canny_high",
+         lambda c: ["generate", *TINY_64, "--model", "tiny-control", "--control", _image(c), "--control-kind", "canny",
+                    "--set", "input.canny_low=300"],
+         ["input.canny_low 300 is above input.canny_high 200"]),
+    Case("input: --control with --image",
+         lambda c: ["generate", *TINY_64, "--model", "tiny-control", "--control", _image(c), "--image", _image(c, "b.png")],
+         ["--image does not combine with --control"]),
+    Case("input: --control is not an image",
+         lambda c: ["generate", *TINY_64, "--model", "tiny-control", "--control", c.write("map.png", "nope")],
+         ["map.png", "not an image"]),
+    Case("upscale: detail above 0.6", lambda c: ["generate", *TINY_64, "--set", "upscale.detail=0.8"],
+         ["upscale.detail must be at most 0.6"]),
+]
+
+
 def _huge(ctx: Ctx) -> Path:
     from PIL import Image
 
@@ -577,7 +616,7 @@ CASES = [
 ]
 
 
-CASES += IMAGE_CASES
+CASES += IMAGE_CASES + CONDITIONING_CASES
 
 KLEIN_64 = ["--model", "tiny-flux2", "--device", "cpu", "--width", "64", "--height", "64", "--seed", "1",
             "--prompt", "a fox", "--no-progress"]

@@ -89,7 +89,7 @@ def test_inpaint_matches_diffusers(models, pictures, shape):
                               width=80, height=48, num_inference_steps=4, guidance_scale=3.5, max_sequence_length=48)
     assert_same(result.image, theirs)
     assert result.recipe["task"]["strength"] == 0.6 and result.recipe["task"]["strength_default"]
-    assert "Denoising strength: 0.6" in __import__("localflux.recipe", fromlist=["x"]).parameters_text(result.recipe)
+    assert "Denoising strength: 0.6" in __import__("localflux.io.png", fromlist=["x"]).parameters_text(result.recipe)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -243,4 +243,4 @@ def test_task_registry_refuses_duplicates():
 
     with pytest.raises(ValueError):
         TASKS.register(TextTask())
-    assert [t.name for t in TASKS] == ["fill", "kontext", "inpaint", "img2img", "text"]
+    assert [t.name for t in TASKS] == ["fill", "kontext", "control", "redux", "inpaint", "reference", "img2img", "text"]

@@ -73,7 +73,28 @@ def workspace(tmp_path, tiny_folders):
     mask.save(tmp_path / "mask.png")
     for name, colour in (("anna.png", (200, 150, 120)), ("light.png", (240, 230, 200)), ("fox.png", (210, 90, 30))):
         Image.new("RGB", (96, 80), colour).save(tmp_path / name)  # docs/flux2.md and README: FLUX.2 references
+    _stage_conditioning(tmp_path, tiny_folders)
     return tmp_path
+
+
+def _stage_conditioning(root, tiny_folders):
+    """docs/images.md and README's Redux / control examples: tiny stand-ins for the Redux prior, a Canny model, a
+    control LoRA, a depth model and the maps (the real ones are many GB)."""
+    from PIL import Image, ImageOps
+
+    from image_models import save_control_lora, save_depth_anything, save_redux_prior
+    from localflux.families.flux1.tiny import build_tiny_components, save_tiny_model
+
+    weights = root / "weights"
+    save_redux_prior(weights / "FLUX.1-Redux-dev", txt_in_features=32)  # the tiny models' T5 width
+    save_tiny_model("control", weights / "FLUX.1-Canny-dev")
+    transformer = build_tiny_components("dev")["transformer"]
+    for kind in ("canny", "depth"):
+        save_control_lora(weights / f"flux1-{kind}-dev-lora.safetensors", transformer)
+    save_depth_anything(weights / "depth-anything-large-hf")
+    with Image.open(root / "photo.png") as photo:
+        ImageOps.grayscale(photo).convert("RGB").save(root / "depth.png")
+        photo.convert("L").point(lambda v: 255 if v > 128 else 0).convert("RGB").save(root / "edges.png")
 
 
 def test_readme_has_the_documented_examples():

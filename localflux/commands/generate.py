@@ -31,6 +31,11 @@ FLAG_KEYS = {
     "mask": "input.mask",
     "strength": "input.strength",
     "content_credentials": "output.content_credentials",
+    "control": "input.control",
+    "control_kind": "input.control_kind",
+    "redux_model": "model.redux",
+    "redux_scale": "input.redux_scale",
+    "depth_model": "model.depth",
 }
 
 
@@ -81,6 +86,16 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--outpaint", metavar="L,T,R,B", help="extend --image by these pixels on each side")
     group.add_argument("--reference", action="append", metavar="FILE",
                        help="a reference for a FLUX.1 Kontext model (repeat: stitched side by side)")
+    group.add_argument("--control", metavar="FILE",
+                       help="control picture for a FLUX.1 Depth/Canny model or control LoRA (see --control-kind)")
+    group.add_argument("--control-kind", choices=["map", "canny", "depth"],
+                       help="map: --control is a ready depth/edge map (default); canny: edges computed from a photo; "
+                            "depth: a depth map estimated from a photo (needs --depth-model)")
+    group.add_argument("--depth-model", metavar="SRC", help="a local Depth Anything model for --control-kind depth")
+    group.add_argument("--redux", action="append", metavar="FILE",
+                       help="vary this image with a FLUX.1 Redux prior (repeat: embeddings summed)")
+    group.add_argument("--redux-model", metavar="SRC", help="the FLUX.1 Redux prior (a diffusers folder or hub id)")
+    group.add_argument("--redux-scale", type=float, help="scale of the Redux embeddings (default 1)")
 
 
 def input_flags(args) -> dict:
@@ -101,6 +116,8 @@ def input_flags(args) -> dict:
         flags["input.outpaint"] = values
     if getattr(args, "reference", None):
         flags["input.references"] = list(args.reference)
+    if getattr(args, "redux", None):
+        flags["input.redux"] = list(args.redux)
     return flags
 
 

@@ -43,6 +43,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--license", metavar="TEXT", help="the permission the input is used under (recorded like --source)")
     parser.add_argument("--no-label", action="store_true",
                         help="leave out the XMP AI-generation label (IPTC DigitalSourceType); see docs/provenance.md")
+    detail = parser.add_argument_group("detail pass (docs/upscale.md)")
+    detail.add_argument("--detail", type=float, default=0.0, metavar="S",
+                        help="after Real-ESRGAN, a tiled FLUX img2img pass at strength 0 < S <= 0.6 (default 0: off)")
+    detail.add_argument("--detail-model", metavar="SRC", help="the FLUX model of the detail pass (default: the model "
+                                                              "in the image's recipe)")
+    detail.add_argument("--detail-prompt", metavar="TEXT", help="prompt of the detail pass (default: the recipe's, "
+                                                                "else a generic one)")
+    detail.add_argument("--detail-steps", type=int, metavar="N", help="steps of the detail pass (default: the model's preset)")
+    detail.add_argument("--detail-tile", type=int, default=1024, metavar="PX", help="tile side in pixels (default 1024)")
+    detail.add_argument("--detail-overlap", type=int, default=128, metavar="PX", help="tile overlap in pixels (default 128)")
+    detail.add_argument("--seed", type=int, help="seed of the detail pass (default: the recipe's, else 0)")
     parser.set_defaults(func=run)
     return parser
 
@@ -107,16 +118,19 @@ def run(args) -> int:
         from ..io.c2pa import Signer
 
         signer = Signer()  # the package and the local key, before any output is written
+    details = [_detail_settings(args, path) for path in inputs] if args.detail else [None] * len(inputs)
 
     from ..upscale.stage import Upscaler, upscale_file
 
     upscaler = Upscaler.load(choose_model(args.model, scale), device=args.device, dtype=args.dtype)
     folder = ensure_output_dir(args.out)
     reserved: set[Path] = set()
-    for path in inputs:
+    for path, detail in zip(inputs, details):
         notes = {k: v for k, v in (("source", args.source), ("license", args.license)) if v}
         data, record = upscale_file(path, upscaler, scale, tile=args.tile, overlap=args.overlap, alpha=args.alpha,
                                     progress=not args.no_progress, label=not args.no_label, notes=notes)
+        if detail is not None:
+            data = _detail_png(path, data, record, detail, args)
         target = unique_path(folder, f"{path.stem}-{_scale_label(scale)}", ".png", reserved)
         if signer is not None:
             from ..io.c2pa import sign_upscale
@@ -131,3 +145,56 @@ def run(args) -> int:
         )
         print(target)
     return 0
+
+
+def _detail_settings(args, path: Path) -> dict:
+    """What the detail pass of ``path`` uses (checked before anything is written): model, prompts, seed."""
+    from ..errors import ConfigError
+    from ..upscale.detail import DEFAULT_PROMPT, MAX_DETAIL
+    from ..upscale.images import read_picture
+    from ..recipe import CHUNK_RECIPE as RECIPE_KEY
+
+    import json
+
+    if not 0 < args.detail <= MAX_DETAIL:
+        raise ConfigError(f"--detail must be in (0, {MAX_DETAIL}], got {args.detail:g}")
+    picture = read_picture(path)
+    if picture.alpha is not None or picture.gray or picture.bits != 8:
+        raise ConfigError(f"--detail works on 8-bit RGB pictures; {str(path)!r} has alpha, grey or 16-bit samples: "
+                          "upscale it without --detail, or convert it to RGB first")
+    try:
+        recipe = json.loads(picture.text.get(RECIPE_KEY, "null"))
+    except ValueError:
+        recipe = None
+    recipe = recipe if isinstance(recipe, dict) else {}
+    recorded = recipe.get("config", {}).get("model", {}) if isinstance(recipe.get("config"), dict) else {}
+    model = {"source": args.detail_model} if args.detail_model else \
+        {k: recorded.get(k) for k in ("source", "base", "revision") if recorded.get(k)}
+    if not model.get("source"):
+        raise ConfigError(f"--detail needs --detail-model (a FLUX.1 [dev] or [schnell] model): {str(path)!r} has no "
+                          "localflux recipe naming one")
+    prompt = recipe.get("prompt") if isinstance(recipe.get("prompt"), dict) else {}
+    text = args.detail_prompt
+    prompts = {"clip": text or prompt.get("clip") or DEFAULT_PROMPT, "t5": text or prompt.get("t5") or DEFAULT_PROMPT}
+    seed = args.seed if args.seed is not None else recipe.get("seed", 0)
+    return {"model": model, "prompts": prompts, "seed": int(seed) if isinstance(seed, int) else 0}
+
+
+def _detail_png(path: Path, data: bytes, record: dict, detail: dict, args) -> bytes:
+    """The Real-ESRGAN result ``data`` with the detail pass applied and both steps recorded."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ..upscale.detail import detail_pass
+    from ..upscale.images import add_upscale_step, encode_png, read_picture
+
+    picture = read_picture(path)
+    with Image.open(io.BytesIO(data)) as opened:
+        upscaled = opened.convert("RGB")
+    image, step = detail_pass(upscaled, model=detail["model"], strength=args.detail, seed=detail["seed"],
+                              prompts=detail["prompts"], steps=args.detail_steps, tile=args.detail_tile,
+                              overlap=args.detail_overlap, device=args.device, progress=not args.no_progress)
+    text = add_upscale_step(add_upscale_step(picture.text, record), step)
+    return encode_png(np.asarray(image), 8, text, picture.icc)

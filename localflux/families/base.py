@@ -43,6 +43,8 @@ class Family:
     builtin: dict[str, str] = {}  # built-in miniature name -> preset
     tasks: tuple[str, ...] = ("text",)  # the tasks this family can run
     inpaint_with_references = False  # the inpaint task runs through tasks/reference.py (FLUX.2's pipeline)
+    # the prompt_kwargs keys that carry prompt *text*: left out when a task passes embeddings instead
+    prompt_text_keys: tuple[str, ...] = ("prompt", "prompt_2")
 
     # ---- detection (no weights loaded)
     def claims(self, source: "Source") -> bool:

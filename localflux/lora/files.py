@@ -128,8 +128,36 @@ def control_weights(lora: LoraFile) -> list[str]:
     return hits
 
 
-def refuse_unsupported(lora: LoraFile) -> None:
-    """Raise for adapter kinds that are not plain LoRA (DoRA, LoKr, LoHa, OFT, IA3, control LoRAs ...)."""
+_CONTROL_IN = ("img_in.lora_A.weight", "img_in.lora_down.weight", "x_embedder.lora_A.weight",
+               "x_embedder.lora_down.weight")
+
+
+def is_control_lora_file(path) -> bool:
+    """Whether the file at ``path`` is a FLUX.1 control LoRA (BFL Canny/Depth style), from its header only: its
+    img_in / x_embedder LoRA reads twice FLUX.1's 64 packed latent channels (noisy + control-image latents),
+    or it carries BFL's full q/k norm scales. A file that cannot be read says no (it is reported elsewhere)."""
+    from pathlib import Path
+
+    from ..weightfile import tensor_shapes
+
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in (".safetensors", ".sft") or not path.is_file():
+        return False
+    try:
+        shapes = tensor_shapes(path)
+    except Exception:  # noqa: BLE001 - a damaged header is reported by the LoRA stage, in its own words
+        return False
+    for key, shape in shapes.items():
+        if key.endswith(_CONTROL_IN) and len(shape) == 2 and shape[1] == 2 * 64:
+            return True
+        if key.endswith(("query_norm.scale", "key_norm.scale")) and "lora" not in key:
+            return True
+    return False
+
+
+def refuse_unsupported(lora: LoraFile, control_ok: bool = True) -> None:
+    """Raise for adapter kinds that are not plain LoRA (DoRA, LoKr, LoHa, OFT, IA3 ...); a BFL control LoRA is
+    refused only where ``control_ok`` is false (rewriting: its full weights have no LoRA form in other layouts)."""
     for pattern, kind in _UNSUPPORTED:
         hit = next((key for key in lora.tensors if pattern.search(key) and _changes_something(lora.tensors[key], kind)),
                    None)
@@ -137,9 +165,9 @@ def refuse_unsupported(lora: LoraFile) -> None:
             raise LoraError(f"{str(lora.path)!r} is a {kind} file (key {hit!r}); localflux applies plain LoRAs only, "
                             f"because diffusers would load it partly and render a wrong image")
     control = control_weights(lora)
-    if control:
+    if control and not control_ok:
         raise LoraError(f"{str(lora.path)!r} is a BFL control LoRA (FLUX.1 Canny/Depth style, full weights such as "
-                        f"{control[0]!r}); it needs a control pipeline with a control image, which localflux does not run")
+                        f"{control[0]!r}); it cannot be rewritten in another layout: use it as it is, with --control")
     config = peft_metadata(lora.metadata, "transformer")
     if config.get("use_dora"):
         raise LoraError(f"{str(lora.path)!r} is a DoRA file (use_dora in its metadata); localflux applies plain LoRAs only")

@@ -32,7 +32,7 @@ def rewrite_lora(source: str | Path, to: str, out: str | Path) -> Path:
     if out.suffix.lower() != ".safetensors":
         raise LoraError(f"output {str(out)!r} must end in .safetensors")
     lora = read_lora(source)
-    refuse_unsupported(lora)
+    refuse_unsupported(lora, control_ok=False)
     t5 = [k for k in lora.tensors if is_t5_key(k)]
     if t5:  # diffusers has no T5 LoRA layout, and dropping them would change what the file does
         raise LoraError(f"{str(lora.path)!r} has {len(t5)} T5 text-encoder tensors (e.g. {t5[0]!r}) that localflux "

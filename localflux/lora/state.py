@@ -63,6 +63,7 @@ class LoraState:
     mode: str  # FUSED | UNFUSED | BROKEN
     scales: tuple
     loras: list[AppliedLora]
+    control: bool = False  # a control LoRA widened x_embedder and overwrote q/k norms: only a reload cleans it
 
     def records(self) -> list[dict]:
         return [lora.record(self.mode) for lora in self.loras]
@@ -76,6 +77,7 @@ class LoraRequest:
     fuse: str  # lora_options.fuse: auto | fused | unfused
     key: tuple  # (resolved path, sha256, strict) per entry: what LoraState.key is compared with
     scales: tuple
+    control: bool = False  # a FLUX.1 control LoRA is among them (always unfused; see _mode)
 
 
 def lora_request(entries, fuse: str = "auto") -> LoraRequest:
@@ -84,8 +86,24 @@ def lora_request(entries, fuse: str = "auto") -> LoraRequest:
     for entry in entries:
         if not Path(entry.path).expanduser().is_file():
             read_lora(entry.path)  # raises the clear "does not exist" error
+    from .files import is_control_lora_file
+
     key = tuple((str(Path(e.path).expanduser().resolve()), sha256_file(e.path), e.strict) for e in entries)
-    return LoraRequest(entries, fuse, key, tuple(float(e.scale) for e in entries))
+    control = any(is_control_lora_file(e.path) for e in entries)
+    return LoraRequest(entries, fuse, key, tuple(float(e.scale) for e in entries), control)
+
+
+def _mode(request: LoraRequest, pipe) -> str:
+    """The fuse mode of a request. A control LoRA stays an adapter, as diffusers runs it: its full q/k norm
+    weights are written into the model on load, and fusing ends with ``unload_lora_weights``, which puts the
+    original norms back."""
+    mode = resolve_fuse_mode(request.fuse, pipe)
+    if request.control and mode == FUSED:
+        if request.fuse == FUSED:
+            raise LoraError("lora_options.fuse = 'fused' cannot merge a FLUX.1 control LoRA (its q/k norm weights are "
+                            "replaced, not added); use fuse = 'auto' or 'unfused'")
+        return UNFUSED
+    return mode
 
 
 # ---------------------------------------------------------------- the stage
@@ -99,7 +117,7 @@ def apply_loras(model, entries, fuse: str = "auto") -> LoraState | None:
     removed, leftover fused LoRAs are a caller's bug (only a reload cleans them: ask the model cache).
     """
     request = entries if isinstance(entries, LoraRequest) else lora_request(entries, fuse)
-    mode = resolve_fuse_mode(request.fuse, model.pipe) if request.entries else None
+    mode = _mode(request, model.pipe) if request.entries else None
     state = getattr(model, "lora_state", None)
     if state is not None and not can_keep(model, request):
         if not remove_loras(model):
@@ -124,8 +142,10 @@ def can_keep(model, request: LoraRequest) -> bool:
     state = getattr(model, "lora_state", None)
     if state is None or not request.entries:
         return False
+    if state.control or request.control:
+        return False  # the model was widened (or must be): a clean base first
     try:
-        mode = resolve_fuse_mode(request.fuse, model.pipe)
+        mode = _mode(request, model.pipe)
     except LoraError:
         return False  # apply_loras raises it, on a clean model
     if state.key == request.key and state.mode == mode and (mode == UNFUSED or state.scales == request.scales):
@@ -139,7 +159,7 @@ def remove_loras(model) -> bool:
     state = getattr(model, "lora_state", None)
     if state is None:
         return True
-    if state.mode != UNFUSED:
+    if state.mode != UNFUSED or state.control:
         return False
     model.pipe.unload_lora_weights()
     model.lora_state = None
@@ -191,7 +211,7 @@ def _load_all(model, request: LoraRequest, mode: str, hotswap: bool) -> LoraStat
             # half-fused weights must never be reused: remove_loras says so, and the cache reloads
             model.lora_state = LoraState(request.key, BROKEN, request.scales, loaded)
             raise
-    return LoraState(request.key, mode, request.scales, loaded)
+    return LoraState(request.key, mode, request.scales, loaded, request.control)
 
 
 # ---------------------------------------------------------------- one file

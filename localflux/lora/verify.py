@@ -83,7 +83,8 @@ def count_applied(pipe, adapter: str, lora: LoraFile, converted: dict, trace: di
     alphas_applied = [k for k in alpha_keys if module_of(k) in applied_modules]
     not_applied = [k for k in weight_keys if k not in applied_sources]
     not_applied += [k for k in alpha_keys if k not in alphas_applied]
-    not_applied += [k for k in other if _nonzero(lora.tensors[k])]  # all-zero extras change nothing
+    norms = _control_norms_written(pipe)  # a control LoRA's full q/k norm weights, written by load_lora_weights
+    not_applied += [k for k in other if _nonzero(lora.tensors[k]) and not (norms and _is_control_norm(k))]
     return AppliedLora(
         path=str(lora.path), name=lora.path.name, adapter=adapter, sha256="", format=detect_format(lora),
         scale=1.0, strict=True, lora_tensors=len(weight_keys),
@@ -92,6 +93,18 @@ def count_applied(pipe, adapter: str, lora: LoraFile, converted: dict, trace: di
         text_encoder_applied=sum(1 for k in te_keys if k in applied_sources), other=len(other),
         not_applied=not_applied, targets=targets,
     )
+
+
+_CONTROL_NORMS = ("norm_q.", "norm_k.", "norm_added_q.", "norm_added_k.", "query_norm.", "key_norm.")
+
+
+def _is_control_norm(key: str) -> bool:
+    return any(name in key for name in _CONTROL_NORMS) and key.endswith((".weight", ".scale"))
+
+
+def _control_norms_written(pipe) -> bool:
+    """Whether diffusers wrote a control LoRA's norm weights into the transformer (it keeps the originals)."""
+    return bool(getattr(getattr(pipe, "transformer", None), "_transformer_norm_layers", None))
 
 
 def coverage_error(applied: AppliedLora, lora: LoraFile, strict: bool) -> str | None:
@@ -167,10 +180,8 @@ def check_fits(pipe, converted: dict, lora: LoraFile) -> None:
         if not isinstance(base, torch.nn.Linear):
             continue
         size, expected = (value.shape[1], base.in_features) if is_down(rest) else (value.shape[0], base.out_features)
-        if size != expected and module_of(rest) == "x_embedder" and is_down(rest) and size > expected:
-            raise LoraError(f"LoRA {str(lora.path)!r} is a control LoRA (FLUX.1 Canny/Depth style): its img_in takes "
-                            f"{size} input channels, the model {expected}; it needs a control pipeline with a control "
-                            "image, which localflux does not run")
+        if module_of(rest) == "x_embedder" and is_down(rest) and size == 2 * expected:
+            continue  # a control LoRA (FLUX.1 Canny/Depth): diffusers widens x_embedder to take the control latents
         if size != expected:
             raise LoraError(f"LoRA {str(lora.path)!r} does not fit this model: {module_of(rest)} has "
                             f"{expected} features but the LoRA has {size}; it was made for another base model")

@@ -1,7 +1,8 @@
 """The registry of tasks, in selection order: the first whose ``select`` says yes runs the render.
 
-Order matters: model-bound tasks first (a Fill or Kontext model always runs its own task), then the
-tasks chosen by the inputs (inpaint before img2img: a mask makes an img2img an inpaint), text last.
+Order matters: model-bound tasks first (a Fill or Kontext model always runs its own task; a control
+model, or --control with a control LoRA, runs control), then the tasks chosen by the inputs (Redux; inpaint
+before img2img: a mask makes an img2img an inpaint), text last.
 A family lists the tasks it runs (``Family.tasks``); asking another is one clear error.
 """
 
@@ -11,9 +12,11 @@ from ..errors import ConfigError
 from .base import Prepared, Task
 from .common import check_common
 from .reference import ReferenceTask
+from .control import ControlTask
 from .img2img import Img2ImgTask
 from .inpaint import FillTask, InpaintTask
 from .kontext import KontextTask
+from .redux import ReduxTask
 from .text import TextTask
 
 
@@ -51,7 +54,8 @@ class TaskRegistry:
 
 
 TASKS = TaskRegistry()
-for _task in (FillTask(), KontextTask(), InpaintTask(), ReferenceTask(), Img2ImgTask(), TextTask()):
+for _task in (FillTask(), KontextTask(), ControlTask(), ReduxTask(), InpaintTask(), ReferenceTask(), Img2ImgTask(),
+              TextTask()):
     TASKS.register(_task)
 
 __all__ = ["TASKS", "Prepared", "Task", "TaskRegistry"]

@@ -33,6 +33,23 @@ class Prepared:
     role: str = "text"  # which diffusers class runs it (a family maps it to a diffusers class: Family.task_pipeline)
     per_image: tuple[str, ...] = ()  # kwargs repeated once per image of a pass (each seed's generator draws its own)
     finish: "Callable | None" = None  # image -> image after decoding (paste-back); None: unchanged
+    # (pipe, request) -> more pipeline kwargs, computed with the loaded model once per run and shared by every
+    # seed (Redux: the prior's prompt embeddings; it draws nothing from the generators)
+    encode: "Callable | None" = None
+    # the task's kwargs stand in for the prompt text (Redux's prompt_embeds): the family's prompt-text keywords
+    # (Family.prompt_text_keys) are then not passed; guidance, lengths and the rest still are
+    replaces_prompt: bool = False
+    _encoded: dict = field(default_factory=dict, repr=False, compare=False)  # id(pipe) -> encode's result
+
+    def encoded(self, pipe, request) -> dict:
+        """``encode(pipe, request)``, once per loaded pipeline."""
+        if self.encode is None:
+            return {}
+        key = id(pipe)
+        if key not in self._encoded:
+            self._encoded.clear()  # one model at a time: a run never switches back
+            self._encoded[key] = self.encode(pipe, request)
+        return self._encoded[key]
 
 
 class Task:

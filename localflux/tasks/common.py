@@ -85,4 +85,17 @@ def check_common(config, preset: str, family=None) -> None:
         raise ConfigError(f"--reference (input.references) needs a FLUX.1 Kontext model (its model_index.json names "
                           f"FluxKontextPipeline, or set [model] preset = \"kontext\"); this model is {preset}: "
                           "use --image for img2img instead")
+    if given.control is not None and preset in ("fill", "kontext"):
+        raise ConfigError(f"--control (input.control) needs a FLUX.1 Canny/Depth model or a control LoRA on a base "
+                          f"model; this model is {preset}")
+    if given.redux and preset not in ("schnell", "dev"):
+        raise ConfigError(f"--redux (input.redux) conditions a FLUX.1 [dev] or [schnell] base model; this model is "
+                          f"{preset}: drop --redux or use a base model")
+    if given.control is None and config.lora:
+        from .control import control_loras
+
+        found = control_loras(config)
+        if found:
+            raise ConfigError(f"LoRA {found[0]!r} is a FLUX.1 control LoRA (Canny/Depth): give the control picture with "
+                              "--control FILE (input.control), or drop the LoRA")
     check_outpaint(config)

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputImageError
+from ..errors import InputImageError, RecipeError
 
 MAX_PIXELS_ENV = "LOCALFLUX_MAX_IMAGE_PIXELS"
 PILLOW_DEFAULT_LIMIT = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS: ~ 0.25 GB of 24-bit pixels
@@ -136,6 +136,10 @@ def strip_pixels(config_dict: dict) -> dict:
 
     given = dict(given, image=clean(given.get("image")), mask=clean(given.get("mask")),
                  references=[clean(ref) for ref in given.get("references") or []])
+    if "control" in given:
+        given["control"] = clean(given.get("control"))
+    if "redux" in given:
+        given["redux"] = [clean(ref) for ref in given.get("redux") or []]
     return dict(config_dict, input=given)
 
 
@@ -151,13 +155,14 @@ def absolute_input_paths(config) -> dict:
 
     given = config.input
     changes = {}
-    for key in ("image", "mask"):
+    for key in ("image", "mask", "control"):
         ref = getattr(given, key)
         if absolute(ref) is not ref:
             changes[f"input.{key}"] = absolute(ref)
-    refs = [absolute(ref) for ref in given.references]
-    if any(a is not b for a, b in zip(refs, given.references)):
-        changes["input.references"] = refs
+    for key in ("references", "redux"):
+        refs = [absolute(ref) for ref in getattr(given, key)]
+        if any(a is not b for a, b in zip(refs, getattr(given, key))):
+            changes[f"input.{key}"] = refs
     return changes
 
 
@@ -174,8 +179,11 @@ def describe_task(prepared) -> list[str]:
     return lines
 
 
-def check_recorded_inputs(recipe: dict) -> None:
-    """Replay: every recorded input image must still be there with the same bytes (sha256)."""
+def check_recorded_inputs(recipe: dict, suffixes: tuple[str, ...]) -> None:
+    """Replay: every recorded input image must still be there with the same bytes (sha256).
+
+    A path without an image suffix (``suffixes``) is refused without being read: a recipe is data.
+    """
     from ..hashing import sha256_file
 
     inputs = recipe.get("inputs") or []  # recipes from before image inputs have none
@@ -186,6 +194,9 @@ def check_recorded_inputs(recipe: dict) -> None:
         if path is None:
             raise InputImageError(f"input {role} of this image was an in-memory PIL image (sha256 "
                                   f"{str(record.get('sha256'))[:12]}…); replay needs a file: save it and render with its path")
+        if not isinstance(path, str) or "\0" in path or Path(path).suffix.lower() not in suffixes:
+            raise RecipeError(f"the recipe names {str(path)[:200]!r} as input {role}, but it is not an image file "
+                              f"({', '.join(suffixes)}); refused without reading it")
         if not Path(path).is_file():
             raise InputImageError(f"input {role} {path!r} used by this image is missing; restore it to replay")
         digest = sha256_file(path, progress=False)

@@ -43,7 +43,7 @@ class Flux1(Family):
     label = "FLUX.1"
     presets = PRESETS
     builtin = BUILTIN
-    tasks = ("text", "img2img", "inpaint", "fill", "kontext")
+    tasks = ("text", "img2img", "inpaint", "fill", "kontext", "control", "redux")
 
     # ---- detection
     def claims(self, source: "Source") -> bool:
@@ -73,9 +73,12 @@ class Flux1(Family):
             if config_file.is_file():
                 return "dev" if json.loads(config_file.read_text()).get("guidance_embeds") else "schnell"
         lowered = source.text.lower()
-        for name in ("fill", "kontext", "schnell"):  # a hub id that is not downloaded yet: its name is all there is
+        for name in ("fill", "kontext", "schnell"):
             if f"flux.1-{name}" in lowered:
                 return name
+        for name in ("canny", "depth"):  # a hub id that is not downloaded yet: its name is all there is
+            if f"flux.1-{name}" in lowered:
+                return "control"
         return "dev"
 
     def vae_scale_factor(self, source: "Source") -> int:

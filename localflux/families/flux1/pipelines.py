@@ -18,6 +18,7 @@ PIPELINE_CLASSES = {
     "inpaint": "FluxInpaintPipeline",
     "fill": "FluxFillPipeline",
     "kontext": "FluxKontextPipeline",
+    "control": "FluxControlPipeline",
 }
 
 KONTEXT_CLASS = "FluxKontextPipeline"  # model_index.json's _class_name of a Kontext model (its weights have dev's shape)
@@ -77,7 +78,7 @@ def transformer_kind(in_channels: int, out_channels: int | None) -> str:
 
 
 def preset_of_folder(root: Path) -> str | None:
-    """``fill`` / ``kontext`` from a diffusers folder's own configs, or None (then schnell/dev by guidance)."""
+    """``fill`` / ``control`` / ``kontext`` from a diffusers folder's own configs, or None (then schnell/dev by guidance)."""
     index = root / "model_index.json"
     if index.is_file():
         try:
@@ -96,17 +97,10 @@ def preset_of_folder(root: Path) -> str | None:
 
 
 def preset_of_config(config: dict, where: str = "") -> str | None:
-    """``fill`` from a transformer config (a single file's inferred shape), else None."""
+    """``fill`` / ``control`` from a transformer config (a single file's inferred shape), else None."""
     return _preset_of_transformer(config.get("in_channels", PACKED_CHANNELS), config.get("out_channels"), where)
 
 
 def _preset_of_transformer(in_channels: int, out_channels: int | None, where) -> str | None:
     kind = transformer_kind(in_channels, out_channels)
-    if kind == "fill":
-        return "fill"
-    if kind == "control":
-        from ...errors import ModelSourceError
-
-        raise ModelSourceError(f"model {str(where)!r} is a FLUX.1 control model ({in_channels} input channels: Canny/Depth), "
-                               "which localflux does not run yet; use a FLUX.1 base, Fill or Kontext model")
-    return None
+    return kind if kind in ("fill", "control") else None

@@ -26,6 +26,12 @@ PRESETS = {
     # FLUX.1 Kontext [dev]: edits from a reference image; FluxKontextPipeline's defaults: 28 steps, 3.5, 512.
     "kontext": Preset("kontext", steps=28, guidance=3.5, max_sequence_length=512,
                       hub_id="black-forest-labs/FLUX.1-Kontext-dev"),
+    # FLUX.1 Canny/Depth [dev]: structural control (128 input channels: noisy + control-image latents).
+    # FluxControlPipeline's defaults (28 steps, guidance 3.5, 512 tokens); BFL's model cards suggest 50 steps
+    # at guidance 30 (Canny) or 10 (Depth): a Canny and a Depth transformer have the same shape, so the
+    # preset cannot tell them apart (docs/images.md says which to set).
+    "control": Preset("control", steps=28, guidance=3.5, max_sequence_length=512,
+                      hub_id="black-forest-labs/FLUX.1-Canny-dev"),
 }
 
 # Hard limits of the text encoders: CLIP-L reads 77 tokens; FluxPipeline refuses T5 > 512.
@@ -35,8 +41,9 @@ T5_MAX_TOKENS = 512
 
 # Fill and Kontext are FLUX.1 [dev] derivatives: same text encoders, VAE and (dynamic) scheduler,
 # their own transformer configs.
-_PUBLISHED = {"schnell": "FLUX.1-schnell", "dev": "FLUX.1-dev", "fill": "FLUX.1-dev", "kontext": "FLUX.1-dev"}
-_OWN_TRANSFORMER = {"fill": "FLUX.1-Fill-dev", "kontext": "FLUX.1-Kontext-dev"}
+_PUBLISHED = {"schnell": "FLUX.1-schnell", "dev": "FLUX.1-dev", "fill": "FLUX.1-dev", "kontext": "FLUX.1-dev",
+              "control": "FLUX.1-dev"}
+_OWN_TRANSFORMER = {"fill": "FLUX.1-Fill-dev", "kontext": "FLUX.1-Kontext-dev", "control": "FLUX.1-Canny-dev"}
 
 
 def config_root(preset: str, component: str = "") -> Path:

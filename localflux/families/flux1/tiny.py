@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 
 BUILTIN = {"tiny": "schnell", "tiny-schnell": "schnell", "tiny-dev": "dev", "tiny-fill": "fill",
-           "tiny-kontext": "kontext"}  # name -> preset
-VARIANTS = ("schnell", "dev", "fill", "kontext")
+           "tiny-kontext": "kontext", "tiny-control": "control"}  # name -> preset
+VARIANTS = ("schnell", "dev", "fill", "kontext", "control")
 TINY_SEED = 20240801
 
 # Byte-level characters: printable ASCII is enough for prompts in tests and the demo; other
@@ -34,7 +34,8 @@ def build_tiny_components(variant: str) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         components = {
-            "transformer": _tiny_transformer(guidance_embeds=variant != "schnell", fill=variant == "fill"),
+            "transformer": _tiny_transformer(guidance_embeds=variant != "schnell",
+                                             in_channels={"fill": 384, "control": 128}.get(variant, 64)),
             "vae": _tiny_vae(),
             "text_encoder": _tiny_clip(),
             "text_encoder_2": _tiny_t5(),
@@ -60,18 +61,19 @@ def save_tiny_model(variant: str, folder) -> None:
     pipeline class (``FluxFillPipeline``, ``FluxKontextPipeline``) as the published models do."""
     from .pipelines import pipeline_class
 
-    role = {"fill": "fill", "kontext": "kontext"}.get(variant, "text")
+    role = {"fill": "fill", "kontext": "kontext", "control": "control"}.get(variant, "text")
     pipeline_class(role)(**build_tiny_components(variant)).save_pretrained(folder)
 
 
-def _tiny_transformer(guidance_embeds: bool, fill: bool = False):
+def _tiny_transformer(guidance_embeds: bool, in_channels: int = 64):
     from diffusers import FluxTransformer2DModel
 
     # Fill: per token [noisy 64 | masked-image latents 64 | mask 8x8 pixels x 2x2 patches = 256] = 384 in, 64 out
+    # Control (Canny/Depth): [noisy 64 | control-image latents 64] = 128 in, 64 out
     return FluxTransformer2DModel(
         patch_size=1,
-        in_channels=384 if fill else 64,
-        out_channels=64 if fill else None,
+        in_channels=in_channels,
+        out_channels=64 if in_channels != 64 else None,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
