@@ -53,6 +53,15 @@ def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
     return config_mod.replace(config_mod.config_from_dict(data, origin="recipe"), **overrides)
 
 
+def check_replayable(recipe: dict, image_path) -> None:
+    """Refuse, in one line, an image whose recipe says why it cannot be rendered again (never "different")."""
+    extensions = recipe.get("extensions") or {}
+    for name, record in extensions.items() if isinstance(extensions, dict) else ():
+        reason = record.get("not_replayable") if isinstance(record, dict) else None
+        if reason:
+            raise RecipeError(f"{str(image_path)!r} cannot be replayed: {reason}")
+
+
 def check_weights(recipe: dict) -> None:
     """Refuse early when a weight file is gone or its bytes differ from the recipe's."""
     from .hashing import sha256_file
@@ -109,6 +118,7 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     from .recipe import read_recipe
 
     recipe = read_recipe(image_path)
+    check_replayable(recipe, image_path)
     check_recorded_inputs(recipe)  # a changed or missing input image stops replay, naming it
     try:
         check_upscale_steps(recipe["upscale_steps"])
