@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import faults
-from ..errors import LocalFluxError, OutputError, RecipeError
+from ..errors import LocalFluxError, OutputError, RecipeError, first_line
 from .jobs import Item, Job
 from .lock import FolderLock
 from .manifest import ManifestWriter, Record, read_states, record
@@ -249,10 +249,10 @@ def _render_item(job: Job, item: Item) -> Record:
             _free_memory()
             if attempt == 1:
                 return record(item, "failed", reason=f"out of memory, also with model offload and VAE tiling "
-                                                      f"({_first_line(exc)})")
+                                                      f"({first_line(exc)})")
             log.warning("%s: out of memory; retrying with model offload and VAE tiling", item.label)
             attempts.append((_low_memory_plan(item.plan),
-                             f"out of memory on the first attempt ({_first_line(exc)}); rendered again with "
+                             f"out of memory on the first attempt ({first_line(exc)}); rendered again with "
                              "model offload and VAE tiling, which may differ slightly from an unconstrained render"))
     path = job.folder / item.filename
     save_png(image, path, recipe, sidecar=the_plan.config.output.sidecar)
@@ -364,10 +364,6 @@ def _remove_temp_leftovers(folder: Path) -> None:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [exc.__class__.__name__])[0][:200]
 
 
 def _bar(total: int, progress: bool):

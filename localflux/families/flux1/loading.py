@@ -14,7 +14,7 @@ from diffusers import FluxPipeline, FluxTransformer2DModel
 from safetensors.torch import load_file
 
 from ...device import Placement
-from ...errors import ModelSourceError
+from ...errors import ModelSourceError, first_line
 from ...hashing import sha256_state_dict
 from ...loader import LoadedModel, Source, component_files, describe_source
 from ...memory import formats
@@ -88,7 +88,7 @@ def _from_single_file(source: Source, config: dict, config_root: str, placement:
         )
     except (OSError, ValueError, KeyError, RuntimeError, IndexError) as exc:
         raise ModelSourceError(f"could not load transformer checkpoint {str(source.path)!r}: "
-                               f"{str(exc).splitlines()[0]}; is it a FLUX.1 transformer matching model.base?") from None
+                               f"{first_line(exc)}; is it a FLUX.1 transformer matching model.base?") from None
 
 
 def require_flux_keys(path: Path, keys: list[str]) -> None:
