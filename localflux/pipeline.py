@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import logging
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,9 +292,9 @@ def _batches(seeds: list[int], size: int) -> list[list[int]]:
 def _image_bar(total: int, progress: bool):
     if not progress or total < 2:
         return None
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    return tqdm(total=total, desc="images", unit="img", file=sys.stderr)
+    return progress_bar(total, "images", "img", leave=True)
 
 
 def _announce(the_plan: Plan) -> None:

@@ -369,7 +369,7 @@ def _sha256(path: Path) -> str:
 def _bar(total: int, progress: bool):
     if not progress or total < 2:
         return None
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc="batch", unit="img", file=sys.stderr)
+    return progress_bar(total, "batch", "img", leave=True)
 

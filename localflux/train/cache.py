@@ -120,11 +120,9 @@ def _encode_text(pipe, caption: str, device: str, max_sequence_length: int) -> d
 def _bar(total: int, progress: bool):
     if not progress:
         return None
-    import sys
+    from ..progress import progress_bar
 
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="caching latents and captions", unit="entry", file=sys.stderr, leave=False)
+    return progress_bar(total, "caching latents and captions", "entry")
 
 
 def _tick(bar) -> None:

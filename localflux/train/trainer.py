@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import signal
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -529,9 +528,9 @@ def _die_at(kill_at, step: int, where: int | str) -> None:
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, initial=initial, desc="training", unit="step", file=sys.stderr)
+    return progress_bar(total, "training", "step", leave=True, initial=initial)
 
 
 def describe_run(pre: Preflight) -> str:

@@ -18,7 +18,6 @@ wide, so 16 px falls short of the 50 dB requirement (see docs/upscale.md).
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -244,10 +243,9 @@ def _out_slice(span: Span, scale: int) -> slice:
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    # disable=None: tqdm hides itself when stderr is not a terminal (logs, tests).
-    return tqdm(total=total, unit="tile", desc="upscale", file=sys.stderr, disable=None if enabled else True, leave=False)
+    return progress_bar(total, "upscale", "tile", enabled=enabled)
 
 
 def to_integer(values: np.ndarray, max_value: int) -> np.ndarray:
