@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..device import DTYPES, dtype_option
+
 # flag -> dotted config key; precedence: preset < config file < these flags < --set
 FLAG_KEYS = {
     "model": "model.source",
@@ -39,7 +41,7 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="SRC", help="hub id, diffusers folder, single-file checkpoint, or 'tiny'")
     parser.add_argument("--base", metavar="SRC", help="folder or hub id with VAE/text encoders for a single-file --model")
     parser.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"])
+    parser.add_argument("--dtype", type=dtype_option, choices=DTYPES)
     parser.add_argument("--prompt", "-p", metavar="TEXT", help="the subject of the prompt (prompt.subject)")
     parser.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt (needs --true-cfg > 1)")
     parser.add_argument("--steps", type=int)
