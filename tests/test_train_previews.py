@@ -77,3 +77,21 @@ def test_a_preview_that_cannot_replay_says_why(reference, run_cli, tmp_path):
     code, _, err = run_cli("replay", str(altered), "--verify", "--no-progress")
     assert code == 2 and "cannot be replayed: it was rendered on fp8-stored base weights" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_flux_shift_timesteps_use_the_schedules_time_shift(monkeypatch):
+    import torch
+
+    from localflux import schedule
+    from localflux.train.trainer import sample_sigmas
+
+    calls = []
+    real = schedule.time_shift
+    monkeypatch.setattr(schedule, "time_shift", lambda mu, s: calls.append(mu) or real(mu, s))
+    config = {"base_image_seq_len": 256, "max_image_seq_len": 4096, "base_shift": 0.5, "max_shift": 1.15}
+    got = sample_sigmas("flux_shift", torch.Generator().manual_seed(0), 4, mean=0.0, std=1.0, seq_len=1024,
+                        scheduler_config=config)
+    u = torch.sigmoid(torch.randn(4, generator=torch.Generator().manual_seed(0)))
+    mu = schedule.mu_for(1024, config)
+    assert calls == [mu]
+    assert torch.allclose(got, torch.tensor([real(mu, float(x)) for x in u]), rtol=0, atol=1e-6)

@@ -379,7 +379,7 @@ def sample_sigmas(kind: str, generator, count: int, *, mean: float, std: float, 
     u = torch.sigmoid(torch.randn(count, generator=generator) * std + mean)
     if kind == "flux_shift":
         mu = schedule.mu_for(seq_len, dict(scheduler_config))
-        u = math.exp(mu) / (math.exp(mu) + (1 / u - 1))  # schedule.time_shift, on a tensor
+        u = schedule.time_shift(mu, u)
     return u
 
 
