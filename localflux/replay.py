@@ -129,14 +129,14 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     except (KeyError, TypeError, AttributeError) as exc:
         raise RecipeError(f"the recipe in {str(image_path)!r} is malformed (bad or missing {exc}); "
                           "the file was altered") from None
-    the_plan = pipeline.plan(config)
-    model = pipeline.load(the_plan)
+    plan = pipeline.plan(config)
+    model = pipeline.load(plan)
     expected_fp = recipe["model"].get("fingerprint")
     if expected_fp and model.fingerprint != expected_fp:
         raise WeightsMismatchError(f"built-in model {recipe['model']['source']!r} differs from the one this image was "
                                    "rendered with (another localflux/torch version); it cannot be replayed exactly")
-    seeds = the_plan.seeds
-    results = pipeline.render_batch(the_plan, model, seeds, recipe["warnings"], progress=progress)
+    seeds = plan.seeds
+    results = pipeline.render_batch(plan, model, seeds, recipe["warnings"], progress=progress)
     result = results[seeds.index(recipe["seed"])]
     result.image = apply_upscale_steps(result.image, recipe["upscale_steps"], device=device, progress=progress)
     replayed = Replay(result.image, result.recipe, None, *compare_images(image_path, result.image))
@@ -146,7 +146,7 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
         folder = ensure_output_dir(out_dir)
         if replayed.identical:
             result.recipe = recipe  # the same pixels from the same recipe: the file comes out byte-identical
-        replayed.path = pipeline.save_result(result, folder, the_plan.config)
+        replayed.path = pipeline.save_result(result, folder, plan.config)
     return replayed
 
 
