@@ -8,8 +8,6 @@ GROUPS = ["model", "prompt", "sampling", "size", "inputs (docs/images.md)", "mem
           "output", "speed"]
 
 
-
-
 @pytest.mark.parametrize("command", ["generate", "sweep"])
 def test_help_shows_the_option_groups_in_order(capsys, command):
     from localflux.cli import build_parser
