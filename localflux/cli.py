@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from .errors import LocalFluxError
+from .errors import LocalFluxError, one_line
 
 # Order is the order shown in --help.
 COMMAND_MODULES = [
@@ -46,11 +46,6 @@ class _Parser(argparse.ArgumentParser):
         hints = [f"{extra} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(extra.split("=")[0], flags, 1))
                  else extra for extra in extras]
         self.error(f"unrecognized arguments: {' '.join(hints)}")
-
-
-def one_line(text: str) -> str:
-    """Messages are one line whatever the exception text holds (paths or library errors with newlines)."""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,11 @@
-"""Device and precision policy: CUDA > MPS > CPU; bf16 on GPUs, float32 on the CPU.
+"""Device and precision policy for every command: CUDA > MPS > CPU; float32 on the CPU.
 
-float16 is never chosen automatically: FLUX's T5 encoder overflows in fp16 (inf/NaN
-activations), so GPUs without bf16 fall back to float32.
+One set of dtype names everywhere (``auto``, ``bfloat16``, ``float32``, ``float16``; ``bf16``,
+``fp32`` and ``fp16`` are read as the same). What ``auto`` picks on a GPU depends on the work:
+- generation: bf16, never float16 (FLUX's T5 encoder overflows in fp16: inf/NaN activations),
+  so GPUs without bf16 fall back to float32;
+- upscaling: float16 (Real-ESRGAN is made for it, and every GPU runs it); on the CPU an upscaler
+  runs in float32 only (half precision there is slow and inexact).
 """
 
 from __future__ import annotations
@@ -15,7 +19,23 @@ from .errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-_DTYPE_NAMES = {"bfloat16": "bfloat16", "float32": "float32", "float16": "float16"}
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
+GENERATION, UPSCALING = "generation", "upscaling"
+_AUTO_ON_GPU = {GENERATION: "bfloat16", UPSCALING: "float16"}
+
+
+def dtype_option(text: str) -> str:
+    """argparse ``type`` of every ``--dtype``: the short names read as the house names (then ``choices=DTYPES``)."""
+    return _ALIASES.get(text, text)
+
+
+def dtype_name(text: str | None) -> str:
+    """The house name of a dtype (``fp16`` -> ``float16``; None -> ``auto``); an unknown name is a ``DeviceError``."""
+    name = _ALIASES.get(text, text) if text is not None else "auto"
+    if name not in DTYPES:
+        raise DeviceError(f"unknown dtype {text!r}; use {', '.join(DTYPES)}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -69,16 +89,23 @@ def bf16_supported(device: str) -> bool:
     return True
 
 
-def pick_dtype(device: str, requested: str = "auto") -> str:
-    if requested != "auto":
-        if requested == "bfloat16" and device != "cpu" and not bf16_supported(device):
-            raise DeviceError(f"dtype bfloat16 is not supported on {device}; use --set model.dtype=float32")
-        if requested == "float16":
-            log.warning("float16 can overflow in FLUX's T5 text encoder (black or noisy images); bfloat16 is safer")
-        return _DTYPE_NAMES[requested]
-    if device == "cpu":
-        return "float32"
-    return "bfloat16" if bf16_supported(device) else "float32"
+def pick_dtype(device: str, requested: str | None = "auto", *, work: str = GENERATION) -> str:
+    """The dtype to run ``work`` (``GENERATION`` or ``UPSCALING``) in on ``device`` (the module docstring's rules)."""
+    requested = dtype_name(requested)
+    cpu = device == "cpu"
+    if requested == "auto":
+        if cpu:
+            return "float32"
+        auto = _AUTO_ON_GPU[work]
+        return auto if auto != "bfloat16" or bf16_supported(device) else "float32"
+    if work == UPSCALING and cpu and requested != "float32":
+        raise DeviceError(f"dtype {requested} is not supported on CPU for upscaling; use float32")
+    if requested == "bfloat16" and not cpu and not bf16_supported(device):
+        hint = "--set model.dtype=float32" if work == GENERATION else "--dtype float16 or float32"
+        raise DeviceError(f"dtype bfloat16 is not supported on {device}; use {hint}")
+    if requested == "float16" and work == GENERATION:
+        log.warning("float16 can overflow in FLUX's T5 text encoder (black or noisy images); bfloat16 is safer")
+    return requested
 
 
 def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:

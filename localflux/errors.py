@@ -8,6 +8,18 @@ keeps its traceback.
 EXIT_USER_ERROR = 2
 
 
+def one_line(text) -> str:
+    """A message on one line whatever it holds (paths or library errors with newlines): its lines joined."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's first non-empty line, at most ``limit`` characters (its class name when it says nothing):
+    the detail a one-line message quotes in parentheses."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 class LocalFluxError(Exception):
     """Base class: a problem with the user's input, files or machine, not a bug."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 CHUNK = 8 * 1024 * 1024
@@ -64,9 +63,9 @@ def _hash_bytes(path: Path, size: int, progress: bool) -> str:
     h = hashlib.sha256()
     bar = None
     if progress and size > 256 * 1024 * 1024:
-        from tqdm import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", file=sys.stderr, leave=False)
+        bar = progress_bar(size, f"sha256 {path.name}", "B", unit_scale=True)
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             h.update(chunk)

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import logging
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,27 +141,30 @@ def generate(config, *, save: bool = True, progress: bool = True, out_dir: str |
     config = coerce_config(config)
     if out_dir is not None:
         config = config_mod.replace(config, **{"output.dir": str(out_dir)})
-    the_plan = plan(config)
+    return _generate(plan(config), save=save, progress=progress, on_result=on_result)
+
+
+def _generate(plan: Plan, *, save: bool, progress: bool, on_result) -> list[Result]:
     if save:
         from .output import check_output_dir
 
-        check_output_dir(the_plan.config.output.dir)
-    model = load(the_plan)
-    _announce(the_plan)
+        check_output_dir(plan.config.output.dir)
+    model = load(plan)
+    _announce(plan)
     _announce_loras(model)
     folder = None
     if save:
         from .output import ensure_output_dir
 
-        folder = ensure_output_dir(the_plan.config.output.dir)
-    warnings = prompt_warnings(the_plan.family, model.pipe, the_plan.request)
+        folder = ensure_output_dir(plan.config.output.dir)
+    warnings = prompt_warnings(plan.family, model.pipe, plan.request)
     results = []
-    batches = _batches(the_plan.seeds, the_plan.config.sampling.batch_size)
-    bar = _image_bar(len(the_plan.seeds), progress)
+    batches = _batches(plan.seeds, plan.config.sampling.batch_size)
+    bar = _image_bar(len(plan.seeds), progress)
     for batch in batches:
-        for result in render_batch(the_plan, model, batch, warnings, progress=progress):
+        for result in render_batch(plan, model, batch, warnings, progress=progress):
             if folder is not None:
-                result.path = save_result(result, folder, the_plan.config)
+                result.path = save_result(result, folder, plan.config)
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -183,43 +185,43 @@ def coerce_config(config) -> Config:
     raise TypeError(f"config must be a path, a dict or a localflux Config, not {type(config).__name__}")
 
 
-def load(the_plan: Plan) -> LoadedModel:
+def load(plan: Plan) -> LoadedModel:
     """The model to render a plan with: from the model cache, with exactly the config's LoRAs applied."""
-    config = the_plan.config
+    config = plan.config
     placement = resolve_placement(config.model.device, config.model.dtype)
-    memory_plan = memory_plan_for(the_plan, placement)
+    memory_plan = memory_plan_for(plan, placement)
     if memory_plan.chosen_by == "auto":
         log.info("memory plan: %s (%s)", memory_plan.label(), memory_plan.reason)
     loras = lora_request(config.lora, config.lora_options.fuse)  # hashes the files once; a missing one stops here
     # a clean base, or one whose adapters these LoRAs can re-scale or hot-swap into (model_cache.py)
-    model = MODELS.load(config.model, placement, family=the_plan.family, preset=the_plan.preset,
+    model = MODELS.load(config.model, placement, family=plan.family, preset=plan.preset,
                         memory_plan=memory_plan, speed=config.speed, loras=loras if loras.entries else None)
     if loras.entries:  # the LoRA stage
         apply_loras(model, loras)
     return model
 
 
-def memory_plan_for(the_plan: Plan, placement) -> MemoryPlan:
-    return resolve_plan(the_plan.config, the_plan.source, the_plan.family, the_plan.preset, placement,
-                        PATCH * the_plan.family.vae_scale_factor(the_plan.source))
+def memory_plan_for(plan: Plan, placement) -> MemoryPlan:
+    return resolve_plan(plan.config, plan.source, plan.family, plan.preset, placement,
+                        PATCH * plan.family.vae_scale_factor(plan.source))
 
 
-def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings: list[str], *, progress: bool = True) -> list[Result]:
+def render_batch(plan: Plan, model: LoadedModel, seeds: list[int], warnings: list[str], *, progress: bool = True) -> list[Result]:
     """Render ``seeds`` in one forward pass and attach each image's recipe (and upscale, if enabled)."""
     from .render import render
 
-    index0 = the_plan.seeds.index(seeds[0])
+    index0 = plan.seeds.index(seeds[0])
     desc = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
-    images, sigmas = render(model.pipe, the_plan.family, the_plan.request, seeds, the_plan.prepared,
+    images, sigmas = render(model.pipe, plan.family, plan.request, seeds, plan.prepared,
                             progress=progress, desc=desc)
     results = []
     for position, (seed, image) in enumerate(zip(seeds, images)):
-        recipe = build_recipe(the_plan, model, seed, index0 + position, sigmas, warnings, batch_seeds=seeds)
-        if the_plan.config.upscale.enabled:
-            upscaled, record = upscale_stage(image, the_plan.config.upscale, model.placement.device, progress=progress)
+        recipe = build_recipe(plan, model, seed, index0 + position, sigmas, warnings, batch_seeds=seeds)
+        if plan.config.upscale.enabled:
+            upscaled, record = upscale_stage(image, plan.config.upscale, model.placement.device, progress=progress)
             recipe["upscale_steps"] = [record]
-            if the_plan.config.upscale.detail > 0:
-                upscaled, record = detail_stage(upscaled, the_plan, seed, model.placement.device, progress=progress)
+            if plan.config.upscale.detail > 0:
+                upscaled, record = detail_stage(upscaled, plan, seed, model.placement.device, progress=progress)
                 recipe["upscale_steps"].append(record)
             result = Result(upscaled, seed, recipe, base_image=image)
         else:
@@ -236,24 +238,24 @@ def upscale_stage(image, upscale, device: str, *, progress: bool = True):
                        alpha=upscale.alpha, progress=progress)
 
 
-def detail_stage(image, the_plan: Plan, seed: int, device: str, *, progress: bool = True):
+def detail_stage(image, plan: Plan, seed: int, device: str, *, progress: bool = True):
     """The detail pass after Real-ESRGAN (``[upscale] detail``): tiled img2img with the render's prompt."""
     from .upscale.detail import detail_pass
 
-    c, up = the_plan.config, the_plan.config.upscale
+    c, up = plan.config, plan.config.upscale
     if up.detail_model is not None:
         model = {"source": up.detail_model}
     else:
         model = {"source": c.model.source, "base": c.model.base, "revision": c.model.revision}
-    return detail_pass(image, model=model, strength=up.detail, seed=seed, prompts=dict(the_plan.request.prompts),
+    return detail_pass(image, model=model, strength=up.detail, seed=seed, prompts=dict(plan.request.prompts),
                        steps=up.detail_steps, tile=up.detail_tile, overlap=up.detail_overlap, device=device,
                        dtype=c.model.dtype, progress=progress)
 
 
-def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigmas: list[float], warnings: list[str],
+def build_recipe(plan: Plan, model: LoadedModel, seed: int, index: int, sigmas: list[float], warnings: list[str],
                  batch_seeds: list[int]) -> dict:
-    config = the_plan.config
-    request = the_plan.request
+    config = plan.config
+    request = plan.request
     files = [FileRecord(str(path), sha256_file(path), path.stat().st_size) for path in model.files]
     return Recipe(
         schema_version=SCHEMA_VERSION,
@@ -265,12 +267,12 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
                              "output": {"label": config.output.label}}),
         seed=seed,
         index=index,
-        size=SizeRecord(the_plan.size.width, the_plan.size.height, list(the_plan.size.requested)),
-        prompt={"parts": the_plan.prompt_parts, "final": join_prompt(the_plan.prompt_parts), **request.prompts,
+        size=SizeRecord(plan.size.width, plan.size.height, list(plan.size.requested)),
+        prompt={"parts": plan.prompt_parts, "final": join_prompt(plan.prompt_parts), **request.prompts,
                 "negative": request.negative_prompt},
         sigmas=sigmas,
         model=ModelRecord(config.model.source, model.source.kind, model.preset, config.model.base, files,
-                          model.fingerprint, family=the_plan.family.name),
+                          model.fingerprint, family=plan.family.name),
         versions=versions(),
         device=model.placement.device,
         dtype=model.placement.dtype,
@@ -286,8 +288,8 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
         warnings=list(warnings),
         upscale_steps=[],  # one record per upscale applied, oldest first (chained stage, `localflux upscale`)
         loras=model.lora_state.records() if model.lora_state is not None else [],
-        task={"name": the_plan.prepared.task, **copy.deepcopy(the_plan.prepared.record)},
-        inputs=copy.deepcopy(the_plan.prepared.inputs),  # one record per input image
+        task={"name": plan.prepared.task, **copy.deepcopy(plan.prepared.record)},
+        inputs=copy.deepcopy(plan.prepared.inputs),  # one record per input image
     ).to_dict()
 
 
@@ -322,19 +324,19 @@ def _batches(seeds: list[int], size: int) -> list[list[int]]:
 def _image_bar(total: int, progress: bool):
     if not progress or total < 2:
         return None
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    return tqdm(total=total, desc="images", unit="img", file=sys.stderr)
+    return progress_bar(total, "images", "img", leave=True)
 
 
-def _announce(the_plan: Plan) -> None:
-    c = the_plan.config
-    if the_plan.seed_was_random:
+def _announce(plan: Plan) -> None:
+    c = plan.config
+    if plan.seed_was_random:
         log.info("seed %d (random; pass --seed %d to render it again)", c.sampling.seed, c.sampling.seed)
-    if the_plan.size.snapped:
-        req = the_plan.size.requested
-        log.info("size %dx%d (asked for %gx%g; sides are multiples of %d)", the_plan.size.width, the_plan.size.height,
-                 req[0], req[1], the_plan.size.multiple)
+    if plan.size.snapped:
+        req = plan.size.requested
+        log.info("size %dx%d (asked for %gx%g; sides are multiples of %d)", plan.size.width, plan.size.height,
+                 req[0], req[1], plan.size.multiple)
 
 
 def _announce_loras(model: LoadedModel) -> None:
@@ -360,36 +362,36 @@ def _absolute_paths(config: Config) -> Config:
     return config_mod.replace(config, **changes) if changes else config
 
 
-def describe(the_plan: Plan) -> str:
+def describe(plan: Plan) -> str:
     """Human-readable account of what ``generate`` would do (``--dry-run``)."""
     import json
 
-    c = the_plan.config
-    r = the_plan.request
-    where = the_plan.source.kind
+    c = plan.config
+    r = plan.request
+    where = plan.source.kind
     if where == "hub":
-        where = "hub, in the local cache" if the_plan.source.path else "hub, NOT in the local cache: would download"
+        where = "hub, in the local cache" if plan.source.path else "hub, NOT in the local cache: would download"
     lines = [
         f"model: {c.model.source} ({where}, preset {c.model.preset})",
         f"size: {r.width}x{r.height} ({r.width * r.height / 2**20:.2f} MP)",
         f"steps: {r.steps}, guidance: {r.guidance}, true_cfg: {r.true_cfg}, max_sequence_length: {r.max_sequence_length}",
-        f"seeds: {', '.join(str(s) for s in the_plan.seeds[:8])}{' ...' if len(the_plan.seeds) > 8 else ''}"
-        f" ({len(the_plan.seeds)} image(s), {c.sampling.batch_size} per pass)",
-        f"prompt: {join_prompt(the_plan.prompt_parts) or next(v for v in r.prompts.values() if v)}",
+        f"seeds: {', '.join(str(s) for s in plan.seeds[:8])}{' ...' if len(plan.seeds) > 8 else ''}"
+        f" ({len(plan.seeds)} image(s), {c.sampling.batch_size} per pass)",
+        f"prompt: {join_prompt(plan.prompt_parts) or next(v for v in r.prompts.values() if v)}",
         f"memory: plan={c.memory.plan}, transformer={c.memory.transformer}, t5={c.memory.t5}, "
         f"offload={c.memory.offload}, vae_tiling={'on' if r.vae_tiling else 'off'}",
         f"output: {c.output.dir}",
     ]
     if r.negative_prompt:
-        lines.insert(5, f"negative: {r.negative_prompt} ({the_plan.family.negative_note(r)})")
+        lines.insert(5, f"negative: {r.negative_prompt} ({plan.family.negative_note(r)})")
     placement = resolve_placement(c.model.device, c.model.dtype)
     lines.append(f"device: {placement.device}, {placement.dtype}")
-    sigmas = the_plan.family.sigmas(the_plan.source, c.model.preset, r.steps, r.width, r.height)
+    sigmas = plan.family.sigmas(plan.source, c.model.preset, r.steps, r.width, r.height)
     lines.append("sigmas: " + ", ".join(f"{x:.4f}" for x in sigmas[:10]) + (" ..." if len(sigmas) > 10 else ""))
     for entry in c.lora:
         lines.append(f"lora: {entry.path} x{entry.scale:g}{'' if entry.strict else ' (strict = false)'}"
                      f" (fuse {c.lora_options.fuse})")
-    lines += describe_task(the_plan.prepared)
+    lines += describe_task(plan.prepared)
     if c.upscale.enabled:
         lines.append(f"upscale: {c.upscale.model} x{c.upscale.scale} (tile {c.upscale.tile or 'auto'})")
     lines.append("resolved config:")

@@ -122,6 +122,15 @@ def model_files_allowed(recipe: dict, config: config_mod.Config) -> list[tuple[s
     return [("weight file", entry) for entry in entries]
 
 
+def check_replayable(recipe: dict, image_path) -> None:
+    """Refuse, in one line, an image whose recipe says why it cannot be rendered again (never "different")."""
+    extensions = recipe.get("extensions") or {}
+    for name, record in extensions.items() if isinstance(extensions, dict) else ():
+        reason = record.get("not_replayable") if isinstance(record, dict) else None
+        if reason:
+            raise RecipeError(f"{str(image_path)!r} cannot be replayed: {reason}")
+
+
 def check_weights(recipe: dict, config: config_mod.Config | None = None) -> None:
     """Refuse early when a file is not one the recipe may name, is gone, or its bytes differ from the recipe's.
 
@@ -202,6 +211,7 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     from .loader import no_downloads
 
     recipe = read_recipe(image_path)
+    check_replayable(recipe, image_path)
     try:
         check_upscale_steps(recipe["upscale_steps"])
         config = recipe_config(recipe, device=device)
@@ -213,14 +223,14 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
         raise RecipeError(f"the recipe in {str(image_path)!r} is malformed (bad or missing {exc}); "
                           "the file was altered") from None
     with no_downloads():  # checked above already; this makes sure no later step reaches the hub either
-        the_plan = pipeline.plan(config)
-        model = pipeline.load(the_plan)
+        plan = pipeline.plan(config)
+        model = pipeline.load(plan)
     expected_fp = recipe["model"].get("fingerprint")
     if expected_fp and model.fingerprint != expected_fp:
         raise WeightsMismatchError(f"built-in model {recipe['model']['source']!r} differs from the one this image was "
                                    "rendered with (another localflux/torch version); it cannot be replayed exactly")
-    seeds = the_plan.seeds
-    results = pipeline.render_batch(the_plan, model, seeds, recipe["warnings"], progress=progress)
+    seeds = plan.seeds
+    results = pipeline.render_batch(plan, model, seeds, recipe["warnings"], progress=progress)
     result = results[seeds.index(recipe["seed"])]
     result.image = apply_upscale_steps(result.image, recipe["upscale_steps"], device=device, progress=progress)
     replayed = Replay(result.image, result.recipe, None, *compare_images(image_path, result.image))
@@ -230,7 +240,7 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
         folder = ensure_output_dir(out_dir)
         if replayed.identical:
             result.recipe = recipe  # the same pixels from the same recipe: the file comes out byte-identical
-        replayed.path = pipeline.save_result(result, folder, the_plan.config)
+        replayed.path = pipeline.save_result(result, folder, plan.config)
     return replayed
 
 

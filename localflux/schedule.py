@@ -30,7 +30,8 @@ def mu_for(seq_len: int, config: dict) -> float:
     return seq_len * slope + (y1 - slope * x1)
 
 
-def time_shift(mu: float, sigma: float) -> float:
+def time_shift(mu: float, sigma):
+    """FLUX's resolution shift of a noise level: a float, or a tensor of them (the trainer's draws)."""
     return math.exp(mu) / (math.exp(mu) + (1 / sigma - 1))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from .errors import ConfigError, LoraError
+from .errors import ConfigError, LoraError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def apply_speed(pipe, speed, device: str) -> dict:
             pipe.transformer.set_attention_backend(backend)
         except (ValueError, RuntimeError, ImportError) as exc:
             raise ConfigError(f"speed.attention = {speed.attention!r} is not available here "
-                              f"({str(exc).splitlines()[0]}); use 'auto' or 'native'") from None
+                              f"({first_line(exc)}); use 'auto' or 'native'") from None
         finally:
             _AttentionBackendRegistry.set_active_backend(previous)
         applied["attention"] = backend

@@ -171,11 +171,11 @@ def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str 
         folder = ensure_output_dir(plans[0][4].config.output.dir)
     sweep = Sweep(key, list(values), list(seeds))
     announced = set()
-    for row, column, seed, value, the_plan in plans:
-        model = pipeline.load(the_plan)
+    for row, column, seed, value, plan in plans:
+        model = pipeline.load(plan)
         _announce(model, announced)
-        warnings = prompt_warnings(the_plan.family, model.pipe, the_plan.request)
-        result = pipeline.render_batch(the_plan, model, [seed], warnings, progress=False)[0]
+        warnings = prompt_warnings(plan.family, model.pipe, plan.request)
+        result = pipeline.render_batch(plan, model, [seed], warnings, progress=False)[0]
         add_extension(result.recipe, "sweep", {"key": key, "value": value, "row": row, "column": column})
         path = None
         if folder is not None:
@@ -183,8 +183,8 @@ def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str 
             from .io.png import save_png, signer_for
 
             path = save_png(result.image, unique_path(folder, f"r{row + 1:02d}-c{column + 1:02d}-s{seed}", ".png"),
-                            result.recipe, sidecar=the_plan.config.output.sidecar,
-                            credentials=signer_for(the_plan.config.output))
+                            result.recipe, sidecar=plan.config.output.sidecar,
+                            credentials=signer_for(plan.config.output))
         sweep.cells.append(Cell(row, column, seed, value, path, result.image))
         if on_cell is not None:
             on_cell(sweep.cells[-1])

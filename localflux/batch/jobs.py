@@ -217,8 +217,8 @@ def _expand(path: Path, base, prompts: list[str], variants, seeds: list[int], fo
                     for key, value in (("prompt.subject", prompt), ("sampling.seed", seed), ("sampling.count", 1),
                                        ("sampling.batch_size", 1), ("output.dir", str(folder))):
                         layers.set(key, value, origin=str(path))
-                    the_plan = pipeline.plan(layers.build())
-                    identity = item_id(the_plan, hashes)
+                    plan = pipeline.plan(layers.build())
+                    identity = item_id(plan, hashes)
                 except LocalFluxError as exc:
                     problems.append((label, str(exc)))
                     index += 1
@@ -228,7 +228,7 @@ def _expand(path: Path, base, prompts: list[str], variants, seeds: list[int], fo
                                             "remove the duplicate prompt, seed or variant"))
                 seen.setdefault(identity, index)
                 filename = item_filename(index, seed, name, prompt, identity)
-                items.append(Item(index, prompt, seed, name, the_plan, identity, filename))
+                items.append(Item(index, prompt, seed, name, plan, identity, filename))
                 index += 1
     if problems:
         raise ConfigError(f"{path}: {len(problems)} of {index} items are invalid, nothing was rendered: "
@@ -275,22 +275,22 @@ class _FileHashes:
         return self.sources[key]
 
 
-def item_id(the_plan, hashes: _FileHashes | None = None) -> str:
+def item_id(plan, hashes: _FileHashes | None = None) -> str:
     """sha256 of the inputs that determine an item's pixels (see the module docstring)."""
     hashes = hashes or _FileHashes()
-    config = the_plan.config.to_dict()
+    config = plan.config.to_dict()
     config.pop("output")
-    model_hashes = hashes.model(the_plan.config.model)
+    model_hashes = hashes.model(plan.config.model)
     if model_hashes:  # the files identify the model; where they live does not matter
         for key in ("source", "base", "revision"):
             config["model"].pop(key)
-    request = the_plan.request
+    request = plan.request
     payload = {
         "scheme": ID_SCHEME,
         "config": _files_to_hashes(config, hashes),
         "prompt": {**request.prompts, "negative": request.negative_prompt},
         "size": [request.width, request.height],
-        "seed": the_plan.seeds[0],
+        "seed": plan.seeds[0],
         "model_sha256": model_hashes,
     }
     text = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":"))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import faults
-from ..errors import LocalFluxError, OutputError, RecipeError
+from ..errors import LocalFluxError, OutputError, RecipeError, first_line
 from .jobs import Item, Job
 from .lock import FolderLock
 from .manifest import ManifestWriter, Record, read_states, record
@@ -237,10 +237,10 @@ def _render_item(job: Job, item: Item) -> Record:
 
     attempts = [(item.plan, None)]
     for attempt in range(2):
-        the_plan, low_memory = attempts[attempt]
+        plan, low_memory = attempts[attempt]
         try:
             faults.out_of_memory(item.index, attempt)
-            image, recipe = _render(item, the_plan, low_memory)
+            image, recipe = _render(item, plan, low_memory)
             break
         except RenderFailure as exc:
             return record(item, "failed", reason=str(exc))
@@ -250,27 +250,27 @@ def _render_item(job: Job, item: Item) -> Record:
             _free_memory()
             if attempt == 1:
                 return record(item, "failed", reason=f"out of memory, also with model offload and VAE tiling "
-                                                      f"({_first_line(exc)})")
+                                                      f"({first_line(exc)})")
             log.warning("%s: out of memory; retrying with model offload and VAE tiling", item.label)
             attempts.append((_low_memory_plan(item.plan),
-                             f"out of memory on the first attempt ({_first_line(exc)}); rendered again with "
+                             f"out of memory on the first attempt ({first_line(exc)}); rendered again with "
                              "model offload and VAE tiling, which may differ slightly from an unconstrained render"))
     path = job.folder / item.filename
-    save_png(image, path, recipe, sidecar=the_plan.config.output.sidecar, credentials=signer_for(the_plan.config.output))
+    save_png(image, path, recipe, sidecar=plan.config.output.sidecar, credentials=signer_for(plan.config.output))
     if low_memory is not None:
         _free_memory()  # back to the normal plan for the next item
     return record(item, "done", file=item.filename, sha256=_sha256(path), low_memory=low_memory)
 
 
-def _render(item: Item, the_plan, low_memory: str | None):
+def _render(item: Item, plan, low_memory: str | None):
     from .. import pipeline
 
-    model = pipeline.load(the_plan)
-    warnings = prompt_warnings(the_plan.family, model.pipe, the_plan.request)
+    model = pipeline.load(plan)
+    warnings = prompt_warnings(plan.family, model.pipe, plan.request)
     with _NanWatch(model.pipe, inject=faults.nan_output(item.index)) as watch, warnings_mod.catch_warnings():
         # NaN pixels are reported below as the item's failure; numpy's cast warning would only repeat it.
         warnings_mod.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
-        result = pipeline.render_batch(the_plan, model, the_plan.seeds, warnings, progress=False)[0]
+        result = pipeline.render_batch(plan, model, plan.seeds, warnings, progress=False)[0]
     if watch.found:
         raise RenderFailure("the decoded image contains NaN (not-a-number) values; try --dtype float32 or "
                             "bfloat16 instead of float16")
@@ -281,11 +281,11 @@ def _render(item: Item, the_plan, low_memory: str | None):
     return result.image, recipe
 
 
-def _low_memory_plan(the_plan):
+def _low_memory_plan(plan):
     from .. import config as config_mod
     from .. import pipeline
 
-    return pipeline.plan(config_mod.replace(the_plan.config, **LOW_MEMORY))
+    return pipeline.plan(config_mod.replace(plan.config, **LOW_MEMORY))
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -367,14 +367,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [exc.__class__.__name__])[0][:200]
-
-
 def _bar(total: int, progress: bool):
     if not progress or total < 2:
         return None
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc="batch", unit="img", file=sys.stderr)
+    return progress_bar(total, "batch", "img", leave=True)
 

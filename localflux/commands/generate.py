@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..device import DTYPES, dtype_option
+
 # flag -> dotted config key; precedence: preset < config file < these flags < --set
 FLAG_KEYS = {
     "model": "model.source",
@@ -40,52 +42,62 @@ FLAG_KEYS = {
 
 
 def add_render_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that renders from a config (generate, later sweep/batch)."""
+    """Options shared by every command that renders from a config (generate, sweep), shown in groups in --help."""
     parser.add_argument("--config", "-c", metavar="FILE", help="TOML config file (see configs/)")
-    parser.add_argument("--model", metavar="SRC", help="hub id, diffusers folder, single-file checkpoint, or 'tiny'")
-    parser.add_argument("--base", metavar="SRC", help="folder or hub id with VAE/text encoders for a single-file --model")
-    parser.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"])
-    parser.add_argument("--prompt", "-p", metavar="TEXT", help="the subject of the prompt (prompt.subject)")
-    parser.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt (needs --true-cfg > 1)")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--guidance", type=float, help="distilled guidance (dev; schnell ignores it)")
-    parser.add_argument("--true-cfg", type=float, help="true classifier-free guidance scale (> 1 with a negative prompt)")
-    parser.add_argument("--max-sequence-length", type=int, help="T5 tokens (schnell 256, dev 512)")
-    parser.add_argument("--seed", type=int, help="first seed; image k uses seed+k (default: random, shown)")
-    parser.add_argument("--count", "-n", type=int, help="number of images")
-    parser.add_argument("--batch-size", type=int, help="images per forward pass (default 1: exact per-seed images)")
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--megapixels", type=float, help="size by area: 1 MP = 1024x1024")
-    parser.add_argument("--aspect", metavar="W:H", help="aspect ratio with --megapixels, e.g. 3:4 or 16:9")
-    parser.add_argument("--offload", choices=["none", "model", "group", "sequential", "resident"],
-                        help="offload mode for smaller GPUs (docs/memory.md)")
-    parser.add_argument("--memory", choices=["auto", "manual"],
-                        help="auto: pick the fastest memory plan that fits this GPU, print and record it")
-    parser.add_argument("--out", "-o", metavar="DIR", help="output folder (default renders/)")
-    parser.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
-                        help="apply a LoRA at SCALE (default 1, negative allowed); repeat to stack; "
-                             "replaces the config file's [[lora]] entries")
-    parser.add_argument("--lora-fuse", choices=["auto", "fused", "unfused"],
-                        help="merge LoRAs into the weights or keep separate adapters (default auto)")
-    add_input_options(parser)
-    parser.add_argument("--content-credentials", action="store_const", const=True, default=None,
-                        help="sign each PNG with C2PA Content Credentials (needs localflux[c2pa]; docs/provenance.md)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set sampling.steps=8 (repeatable; wins over everything)")
+                        help="override any config key, e.g. --set sampling.steps=8 or --set speed.compile=... "
+                             "(repeatable; wins over everything)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", metavar="SRC", help="hub id, diffusers folder, single-file checkpoint, or 'tiny'")
+    model.add_argument("--base", metavar="SRC", help="folder or hub id with VAE/text encoders for a single-file --model")
+    model.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
+    model.add_argument("--dtype", type=dtype_option, choices=DTYPES, help="precision (default auto: bf16 on GPUs)")
+    prompt = parser.add_argument_group("prompt")
+    prompt.add_argument("--prompt", "-p", metavar="TEXT", help="the subject of the prompt (prompt.subject)")
+    prompt.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt (needs --true-cfg > 1)")
+    prompt.add_argument("--max-sequence-length", type=int, help="T5 tokens (schnell 256, dev 512)")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--steps", type=int)
+    sampling.add_argument("--guidance", type=float, help="distilled guidance (dev; schnell ignores it)")
+    sampling.add_argument("--true-cfg", type=float, help="true classifier-free guidance scale (> 1 with a negative prompt)")
+    sampling.add_argument("--seed", type=int, help="first seed; image k uses seed+k (default: random, shown)")
+    sampling.add_argument("--count", "-n", type=int, help="number of images")
+    sampling.add_argument("--batch-size", type=int, help="images per forward pass (default 1: exact per-seed images)")
+    size = parser.add_argument_group("size")
+    size.add_argument("--width", type=int)
+    size.add_argument("--height", type=int)
+    size.add_argument("--megapixels", type=float, help="size by area: 1 MP = 1024x1024")
+    size.add_argument("--aspect", metavar="W:H", help="aspect ratio with --megapixels, e.g. 3:4 or 16:9")
+    add_input_options(parser)
+    memory = parser.add_argument_group("memory (docs/memory.md)")
+    memory.add_argument("--offload", choices=["none", "model", "group", "sequential", "resident"],
+                        help="offload mode for smaller GPUs (docs/memory.md)")
+    memory.add_argument("--memory", choices=["auto", "manual"],
+                        help="auto: pick the fastest memory plan that fits this GPU, print and record it")
+    lora = parser.add_argument_group("LoRA")
+    lora.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
+                      help="apply a LoRA at SCALE (default 1, negative allowed); repeat to stack; "
+                           "replaces the config file's [[lora]] entries")
+    lora.add_argument("--lora-fuse", choices=["auto", "fused", "unfused"],
+                      help="merge LoRAs into the weights or keep separate adapters (default auto)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", "-o", metavar="DIR", help="output folder (default renders/)")
+    output.add_argument("--content-credentials", action="store_const", const=True, default=None,
+                        help="sign each PNG with C2PA Content Credentials (needs localflux[c2pa]; docs/provenance.md)")
+    parser.add_argument_group("speed", "[speed] keys in a config or with --set speed.KEY=VALUE (docs/speed.md)")
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
     """``[input]`` flags (docs/images.md): image-conditioned tasks."""
-    group = parser.add_argument_group("image inputs (docs/images.md)")
+    group = parser.add_argument_group("inputs (docs/images.md)")
     group.add_argument("--image", metavar="FILE", help="start from this picture (img2img; with --mask: inpaint)")
     group.add_argument("--mask", metavar="FILE", help="white = repaint (inpaint, FLUX.1 Fill)")
     group.add_argument("--strength", type=float, help="0 < s <= 1: how much of --image is repainted "
                                                       "(default: the pipeline's, 0.6; Fill 1.0)")
     group.add_argument("--outpaint", metavar="L,T,R,B", help="extend --image by these pixels on each side")
     group.add_argument("--reference", action="append", metavar="FILE",
-                       help="a reference for a FLUX.1 Kontext model (repeat: stitched side by side)")
+                       help="a reference image (repeatable; FLUX.2: each one a reference, FLUX.1 Kontext: stitched "
+                            "side by side)")
     group.add_argument("--control", metavar="FILE",
                        help="control picture for a FLUX.1 Depth/Canny model or control LoRA (see --control-kind)")
     group.add_argument("--control-kind", choices=["map", "canny", "depth"],

@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..device import DTYPES, dtype_option
+
 DEFAULT_OUT = "upscaled"
 
 
@@ -32,7 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="an alpha channel goes through the network as grey (model, Real-ESRGAN's default) or is "
                              "Lanczos-resized (resize); default model")
     parser.add_argument("--device", default="auto", metavar="DEV", help="where the model runs: auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"], help="precision (default: fp16 on GPU, fp32 on CPU)")
+    parser.add_argument("--dtype", default=None, type=dtype_option, choices=DTYPES,
+                        help="precision, the same names as generate's --dtype (default auto: float16 on GPU, float32 on CPU)")
     parser.add_argument("--out", "-o", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT}/)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar over tiles")
     parser.add_argument("--content-credentials", action="store_true",

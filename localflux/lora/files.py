@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LoraError
+from ..errors import LoraError, first_line
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pt", ".ckpt", ".pth", ".bin")
@@ -86,7 +86,7 @@ def _read_safetensors(path: Path):
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as exc:  # safetensors raises several types for truncated or corrupt files
         raise LoraError(f"LoRA file {str(path)!r} is not a readable .safetensors file "
-                        f"({str(exc).splitlines()[0][:120]}); re-download it") from None
+                        f"({first_line(exc, 120)}); re-download it") from None
     return tensors, metadata
 
 

@@ -70,9 +70,7 @@ def write_kohya(state_dict: Mapping, path: str | Path, *, alpha: float | Mapping
     trigger word; kohya's ``ss_network_*`` keys are filled in.
     Never overwrites ``path``. Returns it.
     """
-    from safetensors.torch import save
-
-    from ..output import atomic_write_bytes
+    from ..weightfile import save_safetensors
 
     tensors, info = to_kohya_state_dict(state_dict, alpha=alpha)
     path = Path(path)
@@ -83,8 +81,7 @@ def write_kohya(state_dict: Mapping, path: str | Path, *, alpha: float | Mapping
             "modelspec.title": path.stem.removesuffix(".kohya"), "localflux_export": "kohya"}
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    atomic_write_bytes(path, save(tensors, metadata=meta))
-    return path
+    return save_safetensors(tensors, path, meta)
 
 
 def to_kohya_state_dict(state_dict: Mapping, *, alpha: float | Mapping[str, float] | None = None):

@@ -53,11 +53,8 @@ def rewrite_lora(source: str | Path, to: str, out: str | Path) -> Path:
 
 
 def _write_diffusers(state_dict: dict, carried: dict, out: Path) -> Path:
-    from safetensors.torch import save
-
-    from ..output import atomic_write_bytes
+    from ..weightfile import save_safetensors
 
     tensors = {k: v.detach().clone().contiguous() for k, v in state_dict.items()}  # converters share memory
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, save(tensors, metadata=dict(carried, format="pt")))
-    return out
+    return save_safetensors(tensors, out, dict(carried, format="pt"))

@@ -39,10 +39,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LoraError
+from ..errors import LoraError, first_line
 from ..hashing import autov3, sha256_file
 from .files import is_text_encoder_key, read_lora, refuse_unsupported
-from .to_diffusers import COMPONENTS, convert, first_line, trace_sources
+from .to_diffusers import COMPONENTS, convert, trace_sources
 from .verify import AppliedLora, check_fits, count_applied, coverage_error
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ def _load(pipe, source, adapter: str, hotswap: bool = False) -> None:
         pipe.load_lora_weights(source, adapter_name=adapter, hotswap=hotswap)
     except (ValueError, KeyError, RuntimeError, AssertionError, TypeError) as exc:
         _unload_adapter(pipe, adapter)
-        raise LoraError(first_line(exc) or exc.__class__.__name__) from None
+        raise LoraError(first_line(exc)) from None
 
 
 def _unload_adapter(pipe, adapter: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import LoraError
+from ..errors import LoraError, first_line
 from .files import LoraFile, is_alpha_key, module_of, peft_metadata
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _diffusers_convert(lora: LoraFile, tensors: dict):
                         "it was made for another base model") from None
     except (ValueError, KeyError, NotImplementedError, IndexError, RuntimeError) as exc:
         raise LoraError(f"LoRA {str(lora.path)!r} is not a FLUX.1 LoRA diffusers can read "
-                        f"({first_line(exc) or exc.__class__.__name__}); it is for another model") from None
+                        f"({first_line(exc)}); it is for another model") from None
     return state
 
 
@@ -136,6 +136,3 @@ def _numbered_stand_in(lora: LoraFile) -> tuple[dict, dict[int, str]]:
             stand_in[key] = value
     return stand_in, names
 
-
-def first_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200]

@@ -11,7 +11,7 @@ import importlib.util
 from collections import Counter
 from pathlib import Path
 
-from ..errors import DeviceError, ModelSourceError
+from ..errors import DeviceError, ModelSourceError, first_line
 from .footprint import T5_SKIP_PATTERNS
 
 GGUF_SUFFIX = ".gguf"
@@ -119,5 +119,5 @@ def load_gguf_transformer(path: Path, config_root: Path, compute_dtype):
             config=str(config_root), subfolder="transformer", torch_dtype=compute_dtype,
         )
     except (OSError, ValueError, KeyError, RuntimeError, IndexError) as exc:
-        raise ModelSourceError(f"could not load GGUF transformer {str(path)!r}: {str(exc).splitlines()[0]}; "
+        raise ModelSourceError(f"could not load GGUF transformer {str(path)!r}: {first_line(exc)}; "
                                "is it a FLUX.1 transformer matching model.base?") from None

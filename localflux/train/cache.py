@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..output import atomic_write_bytes, ensure_output_dir
+from ..output import ensure_output_dir
 from .dataset import PIXELS_VERSION, Dataset, pixels_for_bucket
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,9 @@ def _key(*parts) -> str:
 
 
 def _cached(cache: TrainingCache, path: Path, compute) -> dict:
-    from safetensors.torch import load, save
+    from safetensors.torch import load
+
+    from ..weightfile import save_safetensors
 
     if path.is_file():
         try:
@@ -90,7 +92,7 @@ def _cached(cache: TrainingCache, path: Path, compute) -> dict:
             log.warning("cache entry %s is unreadable (%s); computing it again", path, exc)
     tensors = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
     ensure_output_dir(path.parent)
-    atomic_write_bytes(path, save(tensors), overwrite=True)
+    save_safetensors(tensors, path, overwrite=True)
     cache.computed += 1
     # Training reads what a rerun would read, so a cached run and a fresh one see identical bytes.
     return load(path.read_bytes())
@@ -118,11 +120,9 @@ def _encode_text(pipe, caption: str, device: str, max_sequence_length: int) -> d
 def _bar(total: int, progress: bool):
     if not progress:
         return None
-    import sys
+    from ..progress import progress_bar
 
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="caching latents and captions", unit="entry", file=sys.stderr, leave=False)
+    return progress_bar(total, "caching latents and captions", "entry")
 
 
 def _tick(bar) -> None:

@@ -48,7 +48,8 @@ def save_checkpoint(run_dir: Path, step: int, *, lora: dict, optimizer: dict, sc
                     keep: int) -> Path:
     """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``."""
     import torch
-    from safetensors.torch import save
+
+    from ..weightfile import safetensors_bytes
 
     root = ensure_output_dir(checkpoint_dir(run_dir))
     final = root / f"step-{step:06d}"
@@ -58,7 +59,8 @@ def save_checkpoint(run_dir: Path, step: int, *, lora: dict, optimizer: dict, sc
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:06d}.", dir=root))
     try:
         os.chmod(tmp, plain_mode(directory=True))  # mkdtemp makes 0700; a checkpoint folder is an ordinary one
-        _write(tmp / "lora.safetensors", save({k: v.detach().cpu().contiguous() for k, v in lora.items()}))
+        _write(tmp / "lora.safetensors",
+               safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in lora.items()}))
         for name, obj in (("optimizer.pt", optimizer), ("scheduler.pt", scheduler)):
             buffer = io.BytesIO()
             torch.save(obj, buffer)

@@ -37,7 +37,9 @@ def lora_file_bytes(transformer, dtype: str, metadata: dict[str, str]) -> bytes:
     from diffusers import FluxPipeline
     from diffusers.training_utils import _collate_lora_metadata
     from safetensors import safe_open
-    from safetensors.torch import load, save
+    from safetensors.torch import load
+
+    from ..weightfile import safetensors_bytes
 
     with tempfile.TemporaryDirectory(prefix="localflux-lora-") as folder:
         FluxPipeline.save_lora_weights(folder, transformer_lora_layers=lora_state_dict(transformer, dtype),
@@ -52,7 +54,7 @@ def lora_file_bytes(transformer, dtype: str, metadata: dict[str, str]) -> bytes:
         if not isinstance(value, str):
             raise TypeError(f"safetensors metadata must be str -> str; {key!r} is {type(value).__name__}")  # a bug
         merged[key] = value
-    return save(tensors, merged)
+    return safetensors_bytes(tensors, merged)
 
 
 def unit_strength(tensors: dict, metadata: dict[str, str]) -> tuple[dict, dict[str, str]]:

@@ -4,12 +4,14 @@ Each preview turns a sample prompt into an ordinary render config (the run's ``[
 model's preset steps/guidance unless ``[samples]`` says otherwise) and renders it with
 ``pipeline.plan`` + ``pipeline.render_batch``: same scheduler, same sigmas, same dtype, one CPU
 generator per seed. The LoRA is applied the way a user's render applies the finished file: the
-adapter is serialised exactly as the final ``.safetensors`` (same dtype, same metadata) and
-loaded with diffusers' ``load_lora_weights`` as a separate adapter while the training adapter is
-switched off. That is how a preview cannot look better than the real render (ai-toolkit #309).
+adapter is serialised exactly as the final ``.safetensors`` (same dtype, same metadata), kept as
+``samples/step-NNNNNN/lora.safetensors`` and applied by the LoRA stage (unfused) as a separate
+adapter while the training adapter is switched off. That is how a preview cannot look better than
+the real render (ai-toolkit #309), and how its recipe names a LoRA file that ``replay`` finds.
 
 Only difference left: with ``memory.fp8_base`` the previews run on the fp8-stored base weights the
-trainer holds, while a normal render loads them in ``model.dtype``.
+trainer holds, while a normal render loads them in ``model.dtype``; their recipe says so
+(``not_replayable``) and ``replay`` refuses them in one line.
 
 Images go to ``samples/step-NNNNNN/pNN-sSEED.png`` with their recipe (plus a ``training_preview``
 record), and ``samples/contact-sheet.png`` is redrawn after each round: one row per step.
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 FOLDER = "samples"
 SHEET = "contact-sheet.png"
-ADAPTER = "localflux_preview"
+LORA_FILE = "lora.safetensors"  # each preview step keeps the adapter it rendered with: its previews replay
 SHEET_CELL = 256  # cells are shrunk to at most this many pixels a side
 
 
@@ -42,60 +44,85 @@ def preview_size(config: TrainConfig) -> tuple[int, int]:
     return config.samples.width or first, config.samples.height or first
 
 
-def render_config(config: TrainConfig, prompt: str, seed: int):
-    """The render config a user would write to render ``prompt`` with this run's model."""
+def render_config(config: TrainConfig, prompt: str, seed: int, lora: Path | None = None):
+    """The render config a user would write to render ``prompt`` with this run's model (and ``lora``, unfused)."""
     width, height = preview_size(config)
     sampling = {"seed": seed, "count": 1}
     if config.samples.steps is not None:
         sampling["steps"] = config.samples.steps
     if config.samples.guidance is not None:
         sampling["guidance"] = config.samples.guidance
-    return config_from_dict({
+    data = {
         "model": {k: v for k, v in dataclasses.asdict(config.model).items() if v is not None},
         "sampling": sampling,
         "size": {"width": width, "height": height},
         "prompt": {"subject": fill_trigger(prompt, config.dataset.trigger)},
         "output": {"sidecar": False},
-    }, origin="samples")
+    }
+    if lora is not None:
+        data["lora"] = [{"path": str(lora), "scale": 1.0}]
+        data["lora_options"] = {"fuse": "unfused"}  # as the preview ran: an adapter beside the training one
+    return config_from_dict(data, origin="samples")
 
 
 def render_previews(config: TrainConfig, loaded, lora_bytes: bytes, step: int, run_dir: Path, device: str) -> list[Path]:
-    """Render every (prompt, seed) of ``[samples]`` with the LoRA in ``lora_bytes``; returns the PNG paths."""
-    from .. import pipeline
-    from ..io.png import save_png
+    """Render every (prompt, seed) of ``[samples]`` with the LoRA in ``lora_bytes``; returns the PNG paths.
 
-    pipe = loaded.pipe
+    The LoRA is kept as ``samples/step-NNNNNN/lora.safetensors`` and applied by the LoRA stage like any
+    ``[[lora]]`` entry, so each preview's recipe names it and ``localflux replay`` renders it again.
+    """
     root = ensure_output_dir(Path(run_dir) / FOLDER)
     folder = ensure_output_dir(root / f"step-{step:06d}")
-    lora_file = root / ".preview-lora.safetensors"
-    atomic_write_bytes(lora_file, lora_bytes, overwrite=True)
-    lora_sha = hashlib.sha256(lora_bytes).hexdigest()
-    moved = _helpers_to(pipe, device)
-    paths = []
+    lora_file = atomic_write_bytes(folder / LORA_FILE, lora_bytes, overwrite=True).resolve()
+    record = {"step": step, "lora_sha256": hashlib.sha256(lora_bytes).hexdigest(), "run": str(run_dir),
+              "trigger": config.dataset.trigger}
+    if config.memory.fp8_base:
+        record["not_replayable"] = ("it was rendered on the fp8-stored base weights of a memory.fp8_base training "
+                                    "run, which a render does not load")
+    # the recipe names the device the transformer renders on (the model was loaded on the CPU)
+    model = dataclasses.replace(loaded, placement=dataclasses.replace(loaded.placement, device=device))
+    moved = _helpers_to(model.pipe, device)
     try:
-        with warnings.catch_warnings():  # peft warns that a second adapter joins the training one: intended
-            warnings.simplefilter("ignore", UserWarning)
-            pipe.load_lora_weights(str(lora_file), adapter_name=ADAPTER)
-        pipe.transformer.set_adapters([ADAPTER])
-        for p_index, prompt in enumerate(config.samples.prompts):
-            for seed in config.samples.seeds:
-                plan = pipeline.plan(render_config(config, prompt, seed))
-                (result,) = pipeline.render_batch(plan, loaded, [seed], warnings=[], progress=False)
-                add_extension(result.recipe, "training_preview", {"step": step, "lora_sha256": lora_sha,
-                                                                  "run": str(run_dir), "trigger": config.dataset.trigger})
-                paths.append(save_png(result.image, folder / f"p{p_index + 1:02d}-s{seed}.png", result.recipe,
-                                      sidecar=False))
+        paths = _render_all(config, model, lora_file, folder, record)
     finally:
-        if ADAPTER in getattr(pipe.transformer, "peft_config", {}):
-            with warnings.catch_warnings():  # "active adapter deleted, default active again": intended
-                warnings.simplefilter("ignore", UserWarning)
-                pipe.transformer.delete_adapters([ADAPTER])
-        pipe.transformer.set_adapters(["default"])
+        _remove_preview_lora(model)
         if moved:
-            _helpers_to(pipe, "cpu")
-        lora_file.unlink(missing_ok=True)
+            _helpers_to(model.pipe, "cpu")
     write_contact_sheet(root)
     return paths
+
+
+def _render_all(config: TrainConfig, model, lora_file: Path, folder: Path, record: dict) -> list[Path]:
+    from .. import pipeline
+    from ..lora.state import apply_loras, lora_request
+    from ..io.png import save_png
+
+    paths = []
+    for p_index, prompt in enumerate(config.samples.prompts):
+        for seed in config.samples.seeds:
+            plan = pipeline.plan(render_config(config, prompt, seed, lora_file))
+            if model.lora_state is None:
+                with warnings.catch_warnings():  # peft warns that a second adapter joins the training one: intended
+                    warnings.simplefilter("ignore", UserWarning)
+                    apply_loras(model, lora_request(plan.config.lora, plan.config.lora_options.fuse))
+            (result,) = pipeline.render_batch(plan, model, [seed], warnings=[], progress=False)
+            add_extension(result.recipe, "training_preview", dict(record))
+            paths.append(save_png(result.image, folder / f"p{p_index + 1:02d}-s{seed}.png", result.recipe,
+                                  sidecar=False))
+    return paths
+
+
+def _remove_preview_lora(model) -> None:
+    """Delete the preview adapter only (``unload_lora_weights`` would take the training adapter too)."""
+    transformer = model.pipe.transformer
+    state, model.lora_state = model.lora_state, None
+    adapters = [lora.adapter for lora in state.loras] if state is not None else []
+    present = [name for name in adapters if name in getattr(transformer, "peft_config", {})]
+    if present:
+        with warnings.catch_warnings():  # "active adapter deleted, default active again": intended
+            warnings.simplefilter("ignore", UserWarning)
+            transformer.delete_adapters(present)
+    transformer.set_adapters(["default"])
 
 
 def discard_after(run_dir: Path, step: int) -> None:

@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import signal
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +38,10 @@ from .dataset import DataOrder, Dataset, scan_dataset
 
 log = logging.getLogger(__name__)
 
-KILL_ENV = "LOCALFLUX_TRAIN_KILL_AT"  # tests: "STEP" or "STEP.MICRO" -> SIGKILL just before that micro-batch
+# tests: "STEP" or "STEP.MICRO" -> SIGKILL just before that micro-batch; "STEP:before_checkpoint" (that step's
+# previews are written, its checkpoint is not) or "STEP:after_checkpoint" -> SIGKILL at that instant
+KILL_ENV = "LOCALFLUX_TRAIN_KILL_AT"
+KILL_POINTS = ("before_checkpoint", "after_checkpoint")
 # Config keys that may change between a run and its resume: they do not touch the numbers.
 RESUME_FREE = ("samples", "checkpoint", "output", "memory.gradient_checkpointing", "memory.cache_dir")
 
@@ -210,8 +212,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         step += 1
         loss_sum = torch.zeros((), device=device)
         for micro in range(accum):
-            if kill_at == (step, micro):
-                os.kill(os.getpid(), signal.SIGKILL)
+            _die_at(kill_at, step, micro)
             batch = _draw_batch(order.next(), pre.dataset, cache, config, generator, pipe, loaded.preset)
             sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
             with sync:
@@ -234,7 +235,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        # previews before the checkpoint: a run killed in between resumes from the checkpoint before, which
+        # discards this step's (maybe partial) previews and renders them again; never a step without previews
+        if config.samples.every and (step % config.samples.every == 0 or step == total):
+            previews += _previews(accelerator, config, loaded, transformer, step, pre.run_dir, device, metadata(step))
         if step % config.checkpoint.every == 0:
+            _die_at(kill_at, step, "before_checkpoint")
             if main:
                 state = dict(state_base, step=step, position=order.position(), losses=losses,
                              rng=ckpt.encode_rng(generator.get_state()))
@@ -242,8 +248,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                                      optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                                      state=state, keep=config.checkpoint.keep)
             accelerator.wait_for_everyone()
-        if config.samples.every and (step % config.samples.every == 0 or step == total):
-            previews += _previews(accelerator, config, loaded, transformer, step, pre.run_dir, device, metadata(step))
+            _die_at(kill_at, step, "after_checkpoint")
     if bar is not None:
         bar.close()
 
@@ -374,7 +379,7 @@ def sample_sigmas(kind: str, generator, count: int, *, mean: float, std: float, 
     u = torch.sigmoid(torch.randn(count, generator=generator) * std + mean)
     if kind == "flux_shift":
         mu = schedule.mu_for(seq_len, dict(scheduler_config))
-        u = math.exp(mu) / (math.exp(mu) + (1 / u - 1))  # schedule.time_shift, on a tensor
+        u = schedule.time_shift(mu, u)
     return u
 
 
@@ -500,20 +505,32 @@ def _helpers(pipe, device: str) -> None:
         getattr(pipe, name).to(device)
 
 
-def _kill_point() -> tuple[int, int] | None:
+def _kill_point() -> tuple[int, int | str] | None:
+    """``KILL_ENV`` as (step, micro-batch index) or (step, "before_checkpoint" / "after_checkpoint")."""
     text = os.environ.get(KILL_ENV)
     if not text:
         return None
+    if ":" in text:
+        step, _, where = text.partition(":")
+        if where not in KILL_POINTS:
+            raise ValueError(f"{KILL_ENV}={text!r}: the point after ':' must be one of {', '.join(KILL_POINTS)}")
+        return int(step), where
     step, _, micro = text.partition(".")
     return int(step), int(micro or 0)
+
+
+def _die_at(kill_at, step: int, where: int | str) -> None:
+    """SIGKILL this process when the tests asked for this instant (``KILL_ENV``)."""
+    if kill_at == (step, where):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, initial=initial, desc="training", unit="step", file=sys.stderr)
+    return progress_bar(total, "training", "step", leave=True, initial=initial)
 
 
 def describe_run(pre: Preflight) -> str:

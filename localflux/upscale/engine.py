@@ -18,7 +18,6 @@ wide, so 16 px falls short of the 50 dB requirement (see docs/upscale.md).
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from ..device import available_ram
-from ..errors import DeviceError, UpscaleError
+from ..errors import UpscaleError
 from .tiling import Span, axis_weights, plan_axis
 
 log = logging.getLogger(__name__)
@@ -51,35 +50,17 @@ class RunInfo:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; an unavailable explicit choice is a user error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    kind, colon, index = name.partition(":")
-    if kind not in ("cpu", "cuda", "mps") or (colon and (kind != "cuda" or not index.isdigit())):
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"--device {name} was requested but torch sees no CUDA GPU; use --device cpu or auto")
-    if colon and int(index) >= torch.cuda.device_count():
-        raise DeviceError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("--device mps was requested but MPS is not available; use --device cpu or auto")
-    return torch.device(name)
+    """The house policy (``localflux.device``), as a torch device."""
+    from .. import device
+
+    return torch.device(device.pick_device(name))
 
 
 def pick_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
-    """fp16 on GPUs (bf16 on request), fp32 on CPU where half precision is slow and inexact."""
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if name in (None, "auto"):
-        return torch.float32 if device.type == "cpu" else torch.float16
-    if name not in table:
-        raise DeviceError(f"unknown dtype {name!r}; use auto, fp32, fp16 or bf16")
-    if device.type == "cpu" and table[name] != torch.float32:
-        raise DeviceError(f"dtype {name} is not supported on CPU for upscaling; use fp32")
-    return table[name]
+    """The house policy for upscaling (``localflux.device``): float16 on GPUs, float32 on the CPU."""
+    from .. import device as policy
+
+    return getattr(torch, policy.pick_dtype(str(device), name, work=policy.UPSCALING))
 
 
 def _bytes_per_input_pixel(model: torch.nn.Module, scale: int, elem: int) -> int:
@@ -244,10 +225,9 @@ def _out_slice(span: Span, scale: int) -> slice:
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    # disable=None: tqdm hides itself when stderr is not a terminal (logs, tests).
-    return tqdm(total=total, unit="tile", desc="upscale", file=sys.stderr, disable=None if enabled else True, leave=False)
+    return progress_bar(total, "upscale", "tile", enabled=enabled)
 
 
 def to_integer(values: np.ndarray, max_value: int) -> np.ndarray:

