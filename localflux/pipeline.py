@@ -193,8 +193,35 @@ def load(the_plan: Plan) -> LoadedModel:
 
 
 def memory_plan_for(the_plan: Plan, placement) -> MemoryPlan:
+    """The run's memory plan; an automatic one counts the final size and what the task adds."""
     return resolve_plan(the_plan.config, the_plan.source, the_plan.family, the_plan.preset, placement,
-                        PATCH * the_plan.family.vae_scale_factor(the_plan.source))
+                        PATCH * the_plan.family.vae_scale_factor(the_plan.source), size=the_plan.size,
+                        task=the_plan.prepared.workload)
+
+
+def memory_estimate(the_plan: Plan, placement) -> list[str]:
+    """``--dry-run`` lines: what the task adds to the work, and the estimated accelerator peak of each stage."""
+    from .memory.plan import GiB, stage_peaks
+    from .memory.resolve import gguf_of, workload
+
+    multiple = PATCH * the_plan.family.vae_scale_factor(the_plan.source)
+    work = workload(the_plan.config, placement, multiple, size=the_plan.size, task=the_plan.prepared.workload)
+    lines = []
+    note = work.task_note(multiple // PATCH)
+    if note:
+        lines.append(f"task memory: {note}")
+    try:
+        footprint = the_plan.family.footprint(the_plan.source, the_plan.preset)
+        memory_plan = memory_plan_for(the_plan, placement)
+        gguf = gguf_of(the_plan.source)
+        peaks = stage_peaks(memory_plan, footprint, work, gguf[1] if gguf else None)
+    except Exception as exc:  # an estimate must never stop a dry run (e.g. a hub model whose configs are not here)
+        log.debug("no memory estimate: %s", exc)
+        return lines
+    stages = ", ".join(f"{stage} {peak / GiB:.2f}" for stage, peak in peaks.items())
+    lines.append(f"memory estimate ({memory_plan.label()}): peak {max(peaks.values()) / GiB:.2f} GiB on the "
+                 f"accelerator (per stage, GiB: {stages}; docs/memory.md)")
+    return lines
 
 
 def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings: list[str], *, progress: bool = True) -> list[Result]:
@@ -355,6 +382,7 @@ def describe(the_plan: Plan) -> str:
         lines.insert(5, f"negative: {r.negative_prompt} ({'used' if r.true_cfg > 1 else 'unused: true_cfg is 1'})")
     placement = resolve_placement(c.model.device, c.model.dtype)
     lines.append(f"device: {placement.device}, {placement.dtype}")
+    lines += memory_estimate(the_plan, placement)
     sigmas = the_plan.family.sigmas(the_plan.source, c.model.preset, r.steps, r.width, r.height)
     lines.append("sigmas: " + ", ".join(f"{x:.4f}" for x in sigmas[:10]) + (" ..." if len(sigmas) > 10 else ""))
     for entry in c.lora:

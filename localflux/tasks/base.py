@@ -33,6 +33,9 @@ class Prepared:
     role: str = "text"  # which diffusers class runs it (a family maps it to a diffusers class: Family.task_pipeline)
     per_image: tuple[str, ...] = ()  # kwargs repeated once per image of a pass (each seed's generator draws its own)
     finish: "Callable | None" = None  # image -> image after decoding (paste-back); None: unchanged
+    # what the task adds to the memory estimate (memory.plan.Workload fields: reference_tokens,
+    # condition_channels, encode_pixels); filled by ``Task.workload``
+    workload: dict[str, int] = field(default_factory=dict)
 
 
 class Task:
@@ -48,3 +51,11 @@ class Task:
 
     def prepare(self, config: "Config", family: "Family", preset: str, size: "Size") -> Prepared:
         return Prepared(self.name)
+
+    def workload(self, width: int, height: int, multiple: int, reference: tuple[int, int] | None = None) -> dict[str, int]:
+        """What this task adds to the memory estimate of a ``width`` x ``height`` render (``Workload`` fields).
+
+        ``reference``: the size of a reference image as the pipeline uses it (Kontext); ``None``: one at the
+        output's aspect (``doctor --task``). Text to image adds nothing.
+        """
+        return {}
