@@ -499,6 +499,8 @@ def _coerce(value: Any, hint, dotted: str, origin: str):
         fail()
     if kind is list:
         (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list) and item_type is ImageInput and (isinstance(value, (str, dict)) or _is_pil(value)):
+            value = [value]  # one image where a list of them goes: input.references = "anna.png", --vary input.references=a.png,b.png
         if not isinstance(value, list):
             fail()
         return [_coerce(item, item_type, dotted, origin) for item in value]

@@ -202,8 +202,35 @@ def load(plan: Plan) -> LoadedModel:
 
 
 def memory_plan_for(plan: Plan, placement) -> MemoryPlan:
+    """The run's memory plan; an automatic one counts the final size and what the task adds."""
     return resolve_plan(plan.config, plan.source, plan.family, plan.preset, placement,
-                        PATCH * plan.family.vae_scale_factor(plan.source))
+                        PATCH * plan.family.vae_scale_factor(plan.source), size=plan.size,
+                        task=plan.prepared.workload)
+
+
+def memory_estimate(plan: Plan, placement) -> list[str]:
+    """``--dry-run`` lines: what the task adds to the work, and the estimated accelerator peak of each stage."""
+    from .memory.plan import GiB, stage_peaks
+    from .memory.resolve import gguf_of, workload
+
+    multiple = PATCH * plan.family.vae_scale_factor(plan.source)
+    work = workload(plan.config, placement, multiple, size=plan.size, task=plan.prepared.workload)
+    lines = []
+    note = work.task_note(multiple // PATCH)
+    if note:
+        lines.append(f"task memory: {note}")
+    try:
+        footprint = plan.family.footprint(plan.source, plan.preset)
+        memory_plan = memory_plan_for(plan, placement)
+        gguf = gguf_of(plan.source)
+        peaks = stage_peaks(memory_plan, footprint, work, gguf[1] if gguf else None)
+    except Exception as exc:  # an estimate must never stop a dry run (e.g. a hub model whose configs are not here)
+        log.debug("no memory estimate: %s", exc)
+        return lines
+    stages = ", ".join(f"{stage} {peak / GiB:.2f}" for stage, peak in peaks.items())
+    lines.append(f"memory estimate ({memory_plan.label()}): peak {max(peaks.values()) / GiB:.2f} GiB on the "
+                 f"accelerator (per stage, GiB: {stages}; docs/memory.md)")
+    return lines
 
 
 def render_batch(plan: Plan, model: LoadedModel, seeds: list[int], warnings: list[str], *, progress: bool = True) -> list[Result]:
@@ -386,6 +413,7 @@ def describe(plan: Plan) -> str:
         lines.insert(5, f"negative: {r.negative_prompt} ({plan.family.negative_note(r)})")
     placement = resolve_placement(c.model.device, c.model.dtype)
     lines.append(f"device: {placement.device}, {placement.dtype}")
+    lines += memory_estimate(plan, placement)
     sigmas = plan.family.sigmas(plan.source, c.model.preset, r.steps, r.width, r.height)
     lines.append("sigmas: " + ", ".join(f"{x:.4f}" for x in sigmas[:10]) + (" ..." if len(sigmas) > 10 else ""))
     for entry in c.lora:

@@ -42,7 +42,7 @@ def test_doc_config_sections_are_valid(page):
 
 
 def test_batch_doc_job_file_is_a_valid_job(workspace, run_cli):  # noqa: F811
-    (block,) = toml_blocks("batch.md")
+    block = toml_blocks("batch.md")[0]
     # its base config needs FLUX.1-schnell from the hub; the demo config stands in (the tiny model)
     (workspace / "jobs" / "catalog.toml").write_text(block.replace("../configs/schnell.toml", "../configs/demo.toml"))
     (workspace / "jobs" / "catalog-prompts.txt").write_text("# skipped\n\na harbour in fog\n")
@@ -50,3 +50,12 @@ def test_batch_doc_job_file_is_a_valid_job(workspace, run_cli):  # noqa: F811
     assert code == 0, err
     # 3 prompts (2 inline + 1 from the file) x 2 variants x 3 seeds, into job.output
     assert f"-> {workspace / 'renders' / 'catalog'}" in out and "items: 18" in out and "pending: 18" in out
+
+
+def test_batch_doc_images_job_is_a_valid_job(workspace, run_cli):  # noqa: F811
+    block = toml_blocks("batch.md")[1]
+    (workspace / "jobs" / "photos-doc.toml").write_text(block)
+    code, out, err = run_cli("batch", "jobs/photos-doc.toml", "--status", cwd=workspace)
+    assert code == 0, err
+    # 1 prompt x 2 pictures (jobs/photos/) x 2 variants x 2 seeds; README.txt skipped, and said so
+    assert "items: 8" in out and "README.txt" in err

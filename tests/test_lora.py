@@ -67,8 +67,8 @@ def reference(path, scale):
     pipe = build_tiny_pipeline("schnell")
     pipe.load_lora_weights(str(path), adapter_name="ref")
     pipe.set_adapters(["ref"], [scale])
-    the_plan = pipeline.plan(pipeline.coerce_config(dict(BASE)))
-    images, _ = sampler_render(pipe, the_plan.request, [3], progress=False)
+    plan = pipeline.plan(pipeline.coerce_config(dict(BASE)))
+    images, _ = sampler_render(pipe, plan.request, [3], progress=False)
     return pixels(images[0])
 
 
@@ -436,8 +436,8 @@ def test_lora_round_trips_on_models_of_other_shapes(shape_folders, tmp_path, run
         images[path.name] = pixels(result.image)
     pipe.load_lora_weights(str(peft), adapter_name="ref")
     pipe.set_adapters(["ref"], [0.7])
-    the_plan = pipeline.plan(pipeline.coerce_config(config))
-    reference_image = pixels(sampler_render(pipe, the_plan.request, [3], progress=False)[0][0])
+    plan = pipeline.plan(pipeline.coerce_config(config))
+    reference_image = pixels(sampler_render(pipe, plan.request, [3], progress=False)[0][0])
     for image in images.values():
         assert max_diff(image, reference_image) <= 1
     base = pixels(pipeline.generate(config, save=False, progress=False)[0].image)

@@ -214,3 +214,87 @@ def test_doctor_shows_the_candidates_table(run_cli):
     assert "memory plans for FLUX.1-dev" in out and "->fp8-storage  fp8-storage resident" in out
     code, out, _ = run_cli("doctor")
     assert code == 0 and "--vram" in out  # no GPU here: says how to see a card's table
+
+
+# ---------------------------------------------------------------- what image tasks add (issue 13)
+
+
+def test_image_tasks_add_their_work_to_the_estimate(dev_footprint):
+    from localflux.geometry import image_tokens
+    from localflux.memory.plan import (DENOISE_ACTIVATION_FACTOR, VAE_ACTIVATION_FACTOR, VAE_TILE_PIXELS,
+                                       activation_bytes, stage_peaks)
+    from localflux.tasks import TASKS
+
+    fp, plain = dev_footprint, Workload()
+    base = activation_bytes(fp, plain)
+    tokens = image_tokens(1024, 1024)
+    assert tokens == 4096 and TASKS.by_name("text").workload(1024, 1024, 16) == {}
+
+    # Kontext: a 1024x1024 reference at its preferred resolution: the image tokens double
+    kontext = Workload(**TASKS.by_name("kontext").workload(1024, 1024, 16))
+    assert kontext.reference_tokens == tokens and kontext.encode_pixels == 1024 * 1024
+    act = activation_bytes(fp, kontext)
+    assert act["denoise"] - base["denoise"] == tokens * fp.hidden * 2 * DENOISE_ACTIVATION_FACTOR
+    assert act["encode"] == 1024 * 1024 * fp.vae_channels * 2 * VAE_ACTIVATION_FACTOR
+    # a wide output: the reference follows the preferred Kontext resolution of the closest aspect (1328x800)
+    assert TASKS.by_name("kontext").workload(1344, 768, 16)["reference_tokens"] == (1328 // 16) * (800 // 16)
+
+    # Fill: 320 more input channels per noise token (64 + 256 + the 64 of the noise = 384): small
+    fill = Workload(**TASKS.by_name("fill").workload(1024, 1024, 16))
+    assert fill.condition_channels == 320 and fill.reference_tokens == 0
+    extra = activation_bytes(fp, fill)["denoise"] - base["denoise"]
+    assert extra == tokens * 320 * 2 and extra < 0.01 * base["denoise"]
+
+    # img2img and inpaint: a VAE encode of the input at the output size, tiled like the decode
+    for task in ("img2img", "inpaint"):
+        work = Workload(**TASKS.by_name(task).workload(1024, 1024, 16))
+        assert work == Workload(encode_pixels=1024 * 1024)
+    tiled = activation_bytes(fp, Workload(2048, 2048, vae_tiling=True, encode_pixels=2048 * 2048))
+    assert tiled["encode"] == VAE_TILE_PIXELS * fp.vae_channels * 2 * VAE_ACTIVATION_FACTOR
+
+    # the encode stage holds the weights the decode stage holds, in every offload mode
+    for offload in ("none", "resident", "model", "group", "sequential"):
+        peaks = stage_peaks(MemoryPlan(offload=offload), fp, kontext)
+        plain_peaks = stage_peaks(MemoryPlan(offload=offload), fp, plain)
+        assert "encode" not in plain_peaks
+        assert peaks["encode"] - act["encode"] == plain_peaks["decode"] - base["decode"]
+        assert peaks["denoise"] > plain_peaks["denoise"]
+
+    # a card on which text to image just fits resident may need offload for Kontext
+    machine = synthetic_machine(27)
+    text_plan = auto_plan(fp, plain, machine)
+    kontext_plan = auto_plan(fp, kontext, machine)
+    assert kontext_plan.peak_bytes > text_plan.peak_bytes
+
+
+def test_fill_footprint_counts_its_wider_input():
+    from localflux.families.flux1.family import preset_footprint
+    from localflux.memory.footprint import footprint_from_configs, packaged_config_root
+
+    dev = footprint_from_configs(str(packaged_config_root("dev")))
+    fill = preset_footprint("fill")
+    hidden = dev.hidden
+    assert fill.transformer - dev.transformer == (384 - 64) * hidden  # x_embedder: 384 inputs instead of 64
+    assert preset_footprint("kontext").transformer == dev.transformer
+
+
+def test_doctor_and_dry_run_show_what_the_task_adds(run_cli, tmp_path):
+    from image_models import noise_picture
+
+    code, out, err = run_cli("doctor", "--vram", "24", "--task", "kontext")
+    assert code == 0, err
+    assert "memory plans for FLUX.1-Kontext-dev 1024x1024, task kontext on 24 GiB card" in out
+    assert "+4096 reference image tokens (sequence 4096 + 4096 + 512 text)" in out
+    code, out, err = run_cli("doctor", "--vram", "24", "--task", "fill")
+    assert code == 0 and "FLUX.1-Fill-dev" in out and "widened by 320 channels" in out
+    code, out, err = run_cli("doctor", "--vram", "24", "--task", "fill", "--model", "schnell")
+    assert code == 2 and "drop --model schnell" in err
+
+    photo = noise_picture(tmp_path / "photo.png", (48, 32))
+    code, out, err = run_cli("generate", "--model", "tiny", "--image", photo, "--prompt", "x", "--seed", "1",
+                             "--dry-run")
+    assert code == 0, err
+    assert "task memory: VAE encode of 0.00 MP of input" in out
+    assert "memory estimate (transformer full, T5 full, offload none): peak" in out and "encode" in out
+    code, out, err = run_cli("generate", "--model", "tiny", "--prompt", "x", "--seed", "1", "--dry-run")
+    assert code == 0 and "task memory" not in out and "memory estimate" in out

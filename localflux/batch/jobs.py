@@ -10,16 +10,22 @@ A job file is an ordinary config file (``[model]``, ``[sampling]``, ``[size]``, 
     seeds = [1, 2, 3]                    # or { start = 100, count = 8 }
     output = "../renders/catalog"        # default: <output.dir>/<job file name>
 
-    [[job.variants]]                     # optional; every item is prompt x variant x seed
+    images = "photos/"                   # optional: img2img each image file of a folder (sorted by name)
+
+    [[job.variants]]                     # optional; every item is prompt x image x variant x seed
     name = "wide"
     size = { width = 1344, height = 768 }  # any config keys, e.g. a LoRA scale
+    strength = 0.35                      # the [input] keys may be written without "input."
 
 Each prompt becomes ``prompt.subject`` (the config's other prompt parts still apply); each item
-renders one image with its own seed. Items are ordered prompt-major, then variant, then seed.
+renders one image with its own seed. Items are ordered prompt-major, then image, then variant, then
+seed. A prompt may be a table with its own inputs: ``{ prompt = "…", image = "me.png", mask = "m.png" }``
+(image paths relative to the job file, or inline ``{ path, source, license }`` tables).
 
 An item's id is a sha256 of what determines its pixels: the resolved config (without the output
 section and without paths, which are replaced by the sha256 of the files they name), the final
-prompt texts, the seed and the model's file hashes. Tool versions and the machine are not in it,
+prompt texts, the seed, the model's file hashes and, for image inputs, each input's role, sha256 and
+preprocessing. Tool versions and the machine are not in it,
 so the same job on another machine or after an upgrade still recognises its finished images.
 """
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -35,7 +42,13 @@ from pathlib import Path
 from .. import config as config_mod
 from ..errors import ConfigError, LocalFluxError
 
-JOB_KEYS = ("config", "prompts", "prompt_file", "seeds", "output", "variants")
+log = logging.getLogger(__name__)
+
+JOB_KEYS = ("config", "prompts", "prompt_file", "seeds", "output", "variants", "images")
+# [input] keys a prompt table or a variant may give without the "input." prefix
+INPUT_KEYS = ("image", "mask", "references", "strength", "outpaint", "paste_back")
+# job.images: files with these suffixes are the job's images; other files are skipped (and said so)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Each item is exactly one image with its own seed; these belong to the job, not to a variant.
 ITEM_OWNED_KEYS = ("sampling.seed", "sampling.count", "sampling.batch_size", "output.dir")
 ID_SCHEME = "localflux-batch-item-1"  # bump only if the meaning of an id changes
@@ -47,17 +60,19 @@ MAX_LISTED_PROBLEMS = 8
 @dataclass(frozen=True)
 class Item:
     index: int  # position in the job, from 0
-    prompt: str
+    prompt: str  # "" when the job has no prompts of its own (job.images with the config's prompt)
     seed: int
     variant: str | None
-    plan: object  # pipeline.Plan: resolved config, size, request
+    plan: object  # pipeline.Plan: resolved config, size, request (input pixels released: see ``render_plan``)
     item_id: str  # sha256 hex of the pixel-determining inputs
     filename: str
+    image: str | None = None  # job.images: the file of this item
 
     @property
     def label(self) -> str:
         variant = f", variant {self.variant!r}" if self.variant else ""
-        return f"item {self.index + 1} (seed {self.seed}{variant})"
+        image = f", image {Path(self.image).name!r}" if self.image else ""
+        return f"item {self.index + 1} (seed {self.seed}{variant}{image})"
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,7 @@ class Job:
     path: Path
     folder: Path  # the job's output folder (not created here)
     items: list[Item]
+    notes: tuple[str, ...] = ()  # said once after every item checked out (e.g. files job.images skipped)
 
 
 def load_job(path: str | Path, *, sets: list[str] | None = None, out: str | Path | None = None) -> Job:
@@ -79,11 +95,17 @@ def load_job(path: str | Path, *, sets: list[str] | None = None, out: str | Path
     if unknown:
         raise ConfigError(f"{path}: job.{unknown[0]} is not a known key (known in [job]: {', '.join(JOB_KEYS)})")
     base = _base_config(path, job, data, base_dir, sets)
-    prompts = _prompts(path, job, base_dir)
+    images, notes = _images(path, job.get("images"), base_dir)
+    prompts = _prompts(path, job, base_dir, optional=bool(images))
     seeds = _seeds(path, job.get("seeds"))
     variants = _variants(path, job.get("variants"), base_dir)
+    if images:
+        _check_images_alone(path, base, prompts, variants)
     folder = _folder(path, job, base, out, base_dir)
-    return Job(path, folder, _expand(path, base, prompts, variants, seeds, folder))
+    items = _expand(path, base, prompts, images or [None], variants, seeds, folder)
+    for note in notes:
+        log.info("%s", note)
+    return Job(path, folder, items, tuple(notes))
 
 
 # ---------------------------------------------------------------- the [job] table
@@ -102,22 +124,104 @@ def _base_config(path: Path, job: dict, data: dict, base_dir: Path, sets: list[s
     return layers.build()
 
 
-def _prompts(path: Path, job: dict, base_dir: Path) -> list[str]:
-    prompts = []
+def _prompts(path: Path, job: dict, base_dir: Path, optional: bool = False) -> list[tuple[str | None, dict]]:
+    """[(prompt text, {dotted input key: value})]; a prompt table carries its own ``[input]`` values.
+
+    With ``optional`` (a job over a folder of images) and no prompts, one entry ``(None, {})``: every
+    image is rendered with the config's own prompt.
+    """
+    prompts: list[tuple[str, dict]] = []
     inline = job.get("prompts", [])
-    if not isinstance(inline, list) or not all(isinstance(p, str) for p in inline):
-        raise ConfigError(f"{path}: job.prompts must be a list of strings, got {inline!r}")
-    prompts += inline
+    if not isinstance(inline, list) or not all(isinstance(p, (str, dict)) for p in inline):
+        raise ConfigError(f"{path}: job.prompts must be a list of strings or {{ prompt = \"…\", image = \"…\" }} "
+                          f"tables, got {inline!r}")
+    for number, entry in enumerate(inline, 1):
+        prompts.append(_prompt_entry(path, number, entry, base_dir) if isinstance(entry, dict) else (entry, {}))
     if "prompt_file" in job:
         if not isinstance(job["prompt_file"], str):
             raise ConfigError(f"{path}: job.prompt_file must be a path, got {job['prompt_file']!r}")
-        prompts += read_prompt_file(base_dir / job["prompt_file"])
-    for number, prompt in enumerate(prompts, 1):
+        prompts += [(p, {}) for p in read_prompt_file(base_dir / job["prompt_file"])]
+    for number, (prompt, _) in enumerate(prompts, 1):
         if not prompt.strip():
             raise ConfigError(f"{path}: prompt {number} is empty; remove it or write a prompt")
     if not prompts:
+        if optional:
+            return [(None, {})]
         raise ConfigError(f"{path}: the job has no prompts; set job.prompts or job.prompt_file")
-    return [p.strip() for p in prompts]
+    return [(p.strip(), inputs) for p, inputs in prompts]
+
+
+def _prompt_entry(path: Path, number: int, entry: dict, base_dir: Path) -> tuple[str, dict]:
+    where = f"{path}: job.prompts[{number}]"
+    entry = dict(entry)
+    prompt = entry.pop("prompt", None)
+    if not isinstance(prompt, str):
+        raise ConfigError(f"{where} needs prompt = \"…\" (the text), got {prompt!r}")
+    unknown = [key for key in entry if key not in INPUT_KEYS]
+    if unknown:
+        raise ConfigError(f"{where}: {unknown[0]!r} is not a key of a prompt table (known: prompt, "
+                          f"{', '.join(INPUT_KEYS)})")
+    return prompt, _input_values(entry, where, base_dir)
+
+
+def _input_values(given: dict, origin: str, base_dir: Path) -> dict:
+    """``{image: …, strength: …}`` -> ``{"input.image": …}``: checked key names, image paths relative to the job."""
+    layers = config_mod.Layers()
+    layers.add_dict({"input": given}, origin=origin, base_dir=base_dir)
+    return layers.values
+
+
+def _images(path: Path, value, base_dir: Path) -> tuple[list, list[str]]:
+    """``job.images``: the image files of a folder, sorted by name, as ``input.image`` values; and a note
+    naming what was skipped. Files are taken by suffix (``IMAGE_SUFFIXES``); a file with an image suffix
+    that is not a readable image stops the job like any bad input (checked before anything renders)."""
+    if value is None:
+        return [], []
+    notes = {}
+    if isinstance(value, dict):
+        extra = [k for k in value if k not in ("path", "source", "license")]
+        if extra or not isinstance(value.get("path"), str):
+            raise ConfigError(f"{path}: job.images must be a folder path or {{ path = \"photos/\", source = \"…\", "
+                              f"license = \"…\" }}, got {value!r}")
+        notes = {k: v for k, v in value.items() if k != "path"}
+        value = value["path"]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: job.images must be a folder of images, e.g. images = \"photos/\", got {value!r}")
+    folder = (base_dir / Path(value).expanduser()).resolve()
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise ConfigError(f"{path}: job.images {value!r} ({folder}) {what}; give a folder of images "
+                          "(for one image use input.image)")
+    images, skipped = [], []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(dict(notes, path=str(entry)) if notes else str(entry))
+        else:
+            skipped.append(entry.name + ("/" if entry.is_dir() else ""))
+    if not images:
+        raise ConfigError(f"{path}: job.images {value!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}); "
+                          "put the pictures to start from there")
+    messages = []
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        messages.append(f"job.images: {len(images)} image(s) in {folder}; skipped {len(skipped)} that are not image "
+                        f"files by their suffix or are folders (not searched): {shown}")
+    return images, messages
+
+
+def _check_images_alone(path: Path, base, prompts, variants) -> None:
+    """With job.images each item's picture is its file: nothing else may set ``input.image``."""
+    if base.input.image is not None:
+        raise ConfigError(f"{path}: job.images gives every item its image, but the config also sets input.image; "
+                          "remove one of them")
+    for _, inputs in prompts:
+        if "input.image" in inputs:
+            raise ConfigError(f"{path}: job.images gives every item its image; a prompt table may not set image")
+    for name, overrides in variants:
+        if "input.image" in overrides:
+            raise ConfigError(f"{path}: job.images gives every item its image; variant {name!r} may not set image")
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -171,6 +275,9 @@ def _variants(path: Path, value, base_dir: Path) -> list[tuple[str | None, dict]
     for number, table in enumerate(value, 1):
         table = dict(table)
         name = table.pop("name", f"v{number}")
+        shorthand = {key: table.pop(key) for key in INPUT_KEYS if key in table}  # strength = 0.3 -> input.strength
+        if shorthand:
+            table["input"] = {**(table.get("input") if isinstance(table.get("input"), dict) else {}), **shorthand}
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{path}: job.variants[{number}].name must be a non-empty string, got {name!r}")
         if name in names:
@@ -199,41 +306,104 @@ def _folder(path: Path, job: dict, base, out, base_dir: Path) -> Path:
 # ---------------------------------------------------------------- items
 
 
-def _expand(path: Path, base, prompts: list[str], variants, seeds: list[int], folder: Path) -> list[Item]:
+def _expand(path: Path, base, prompts, images: list, variants, seeds: list[int], folder: Path) -> list[Item]:
     from .. import pipeline
 
     items, problems, seen = [], [], {}
     hashes = _FileHashes()
     index = 0
-    for prompt in prompts:
-        for name, overrides in variants:
-            for seed in seeds:
-                label = f"item {index + 1} (seed {seed}{f', variant {name!r}' if name else ''})"
-                try:
-                    layers = config_mod.Layers()
-                    layers.add_dict(base.to_dict(), origin="config")
-                    for key, value in overrides.items():
-                        layers.set(key, value, origin=f"{path}: job.variants ({name})")
-                    for key, value in (("prompt.subject", prompt), ("sampling.seed", seed), ("sampling.count", 1),
-                                       ("sampling.batch_size", 1), ("output.dir", str(folder))):
-                        layers.set(key, value, origin=str(path))
-                    plan = pipeline.plan(layers.build())
-                    identity = item_id(plan, hashes)
-                except LocalFluxError as exc:
-                    problems.append((label, str(exc)))
-                    index += 1
-                    continue
-                if identity in seen:
-                    problems.append((label, f"renders exactly the same image as item {seen[identity] + 1}; "
-                                            "remove the duplicate prompt, seed or variant"))
-                seen.setdefault(identity, index)
-                filename = item_filename(index, seed, name, prompt, identity)
-                items.append(Item(index, prompt, seed, name, plan, identity, filename))
-                index += 1
+    with _quiet_status_lines():  # "size from the input image" once per item would bury the one error line
+        for prompt, inputs in prompts:
+            for image in images:
+                for name, overrides in variants:
+                    for seed in seeds:
+                        image_name = f", image {Path(_image_path(image)).name!r}" if image is not None else ""
+                        label = f"item {index + 1} (seed {seed}{f', variant {name!r}' if name else ''}{image_name})"
+                        try:
+                            layers = config_mod.Layers()
+                            layers.add_dict(base.to_dict(), origin="config")
+                            for key, value in inputs.items():
+                                layers.set(key, value, origin=f"{path}: job.prompts ({prompt!r})")
+                            if image is not None:
+                                layers.set("input.image", image, origin=f"{path}: job.images")
+                            for key, value in overrides.items():
+                                layers.set(key, value, origin=f"{path}: job.variants ({name})")
+                            fixed = [("sampling.seed", seed), ("sampling.count", 1), ("sampling.batch_size", 1),
+                                     ("output.dir", str(folder))]
+                            if prompt is not None:
+                                fixed.insert(0, ("prompt.subject", prompt))
+                            for key, value in fixed:
+                                layers.set(key, value, origin=str(path))
+                            plan = pipeline.plan(layers.build())
+                            identity = item_id(plan, hashes)
+                        except LocalFluxError as exc:
+                            problems.append((label, str(exc)))
+                            index += 1
+                            continue
+                        if identity in seen:
+                            problems.append((label, f"renders exactly the same image as item {seen[identity] + 1}; "
+                                                    "remove the duplicate prompt, image, seed or variant"))
+                        seen.setdefault(identity, index)
+                        image_path = _image_path(image) if image is not None else None
+                        filename = item_filename(index, seed, name, prompt or "", identity,
+                                                 image=Path(image_path).stem if image_path else None)
+                        items.append(Item(index, prompt or "", seed, name, release_inputs(plan), identity,
+                                          filename, image_path))
+                        index += 1
     if problems:
         raise ConfigError(f"{path}: {len(problems)} of {index} items are invalid, nothing was rendered: "
                           + _summarise(problems))
     return items
+
+
+def _image_path(value) -> str:
+    return value["path"] if isinstance(value, dict) else value
+
+
+class _quiet_status_lines:
+    """localflux's INFO lines off while the items are checked (warnings and errors still show)."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("localflux")
+        self.saved = self.logger.level
+        if self.logger.getEffectiveLevel() < logging.WARNING:
+            self.logger.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.setLevel(self.saved)
+
+
+# The input pixels of a checked item are not kept (a job over a folder of photos would hold every one
+# in memory): ``render_plan`` reads them again just before the item renders.
+_RELEASED = {"released": "input pixels are read again just before the render (batch.jobs.render_plan)"}
+
+
+def release_inputs(plan):
+    """``plan`` without its input pixels (only for plans with input images)."""
+    import dataclasses
+
+    if not plan.prepared.inputs:
+        return plan
+    return dataclasses.replace(plan, prepared=dataclasses.replace(plan.prepared, kwargs=_RELEASED, finish=None))
+
+
+def render_plan(item: Item, plan=None):
+    """The plan to render ``item`` with: its input images read again (when released), with the same bytes as
+    when the job was checked (the id says which); a changed or missing input raises ``InputImageError``."""
+    from .. import pipeline
+    from ..errors import InputImageError
+
+    plan = plan or item.plan
+    if plan.prepared.kwargs is _RELEASED:
+        with _quiet_status_lines():  # its status lines were said (or not) when the job was checked
+            plan = pipeline.plan(plan.config)
+    for was, now in zip(item.plan.prepared.inputs, plan.prepared.inputs):
+        if was["sha256"] != now["sha256"]:
+            raise InputImageError(f"input {was['role']} {was['path']!r} changed after the job was checked (sha256 "
+                                  f"{was['sha256'][:12]}… -> {now['sha256'][:12]}…); run the batch again to render "
+                                  "it as a new item")
+    return plan
 
 
 def _summarise(problems: list[tuple[str, str]]) -> str:
@@ -293,6 +463,10 @@ def item_id(plan, hashes: _FileHashes | None = None) -> str:
         "seed": plan.seeds[0],
         "model_sha256": model_hashes,
     }
+    inputs = plan.prepared.inputs
+    if inputs:  # the bytes read, not only the paths (a text-only item's id is unchanged by this key)
+        payload["inputs"] = [{"role": r["role"], "sha256": r["sha256"], "steps": r["steps"]} for r in inputs]
+        payload["task"] = plan.prepared.task
     text = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -308,12 +482,21 @@ def _files_to_hashes(value, hashes: _FileHashes):
     return value
 
 
-def item_filename(index: int, seed: int, variant: str | None, prompt: str, identity: str) -> str:
-    """``0001-s42-a-red-fox-in-snow-1a2b3c4d5e.png``: readable prefix, then the id that makes it unique."""
+def item_filename(index: int, seed: int, variant: str | None, prompt: str, identity: str,
+                  image: str | None = None) -> str:
+    """``0001-s42-a-red-fox-in-snow-1a2b3c4d5e.png``: readable prefix, then the id that makes it unique.
+
+    ``image`` (job.images: the input file's stem) comes before the prompt: ``0001-s1-img-0042-1a2b3c4d5e.png``.
+    """
     parts = [f"{index + 1:04d}"]
     if variant:
         parts.append(slug(variant, 20))
-    parts += [f"s{seed}", slug(prompt, SLUG_CHARS), identity[:10]]
+    parts.append(f"s{seed}")
+    if image is not None:
+        parts.append(slug(image, 30))
+    if prompt or image is None:
+        parts.append(slug(prompt, SLUG_CHARS))
+    parts.append(identity[:10])
     return "-".join(p for p in parts if p) + ".png"
 
 

@@ -264,7 +264,12 @@ def _render_item(job: Job, item: Item) -> Record:
 
 def _render(item: Item, plan, low_memory: str | None):
     from .. import pipeline
+    from .jobs import render_plan
 
+    try:  # input images are read again here; one that changed or went missing since the check fails this item
+        plan = render_plan(item, plan)
+    except LocalFluxError as exc:
+        raise RenderFailure(str(exc)) from None
     model = pipeline.load(plan)
     warnings = prompt_warnings(plan.family, model.pipe, plan.request)
     with _NanWatch(model.pipe, inject=faults.nan_output(item.index)) as watch, warnings_mod.catch_warnings():

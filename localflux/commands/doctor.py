@@ -13,6 +13,9 @@ def add_parser(subparsers) -> None:
                              + " (default dev: FLUX.1 [dev])")
     parser.add_argument("--vram", type=float, metavar="GIB",
                         help="show the memory plans for a CUDA card with this much free memory instead of this machine's")
+    parser.add_argument("--task", choices=["text", "img2img", "inpaint", "fill", "kontext"], default="text",
+                        help="plan for this task at 1024x1024 (fill and kontext: FLUX.1 Fill / Kontext [dev]); "
+                             "it adds a VAE encode of the input, Kontext also a reference's tokens, Fill a wider input")
     parser.set_defaults(func=run)
 
 
@@ -65,22 +68,38 @@ def _print_memory_plans(args, device: str) -> None:
 
     vram = getattr(args, "vram", None)
     preset = getattr(args, "model", "dev")
+    task = getattr(args, "task", "text")
+    if task in ("fill", "kontext"):  # these tasks run their own models (FLUX.1 [dev] derivatives)
+        if preset != "dev":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--task {task} runs FLUX.1 {task.capitalize()} [dev]; drop --model {preset}")
+        preset = task
     if vram is None and not device.startswith("cuda"):
         print(f"\nmemory plans: no CUDA GPU here; `localflux doctor --vram 24` shows the plans for a 24 GiB card")
         return
+    from ..tasks import TASKS
+
     machine = synthetic_machine(vram) if vram is not None else probe_machine(device)
     family = FAMILIES.of_preset(preset)
     spec = family.presets[preset]
     footprint = family.footprint(Source("hub", spec.hub_id or preset), preset)  # the packaged (published) configs
-    work = Workload(max_sequence_length=spec.max_sequence_length)
+    size = Workload()  # 1024x1024
+    work = Workload(max_sequence_length=spec.max_sequence_length,
+                    **TASKS.by_name(task).workload(size.width, size.height, 2 * footprint.vae_scale_factor))
     candidates = evaluate(footprint, work, machine)
     try:
         chosen = choose(candidates).plan
     except Exception:  # nothing fits: the table still shows what each plan needs
         chosen = None
-    note = "" if family.name == "flux1" else " (the T5 column is its text encoder)"
-    print(f"\nmemory plans for {family.label}-{preset} 1024x1024{note} on {machine.name} "
+    text_note = "" if family.name == "flux1" else " (the T5 column is its text encoder)"
+    note = work.task_note(footprint.vae_scale_factor)
+    name = spec.hub_id.split("/")[-1] if spec.hub_id else f"{family.label}-{preset}"
+    print(f"\nmemory plans for {name} 1024x1024{f', task {task}' if task != 'text' else ''}{text_note} "
+          f"on {machine.name} "
           f"({machine.free_vram / 2**30:.1f} GiB free; estimates, docs/memory.md):")
+    if note:
+        print(f"the task adds: {note}")
     for row in table(candidates, chosen):
         print(row)
     if chosen is not None:

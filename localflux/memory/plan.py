@@ -64,6 +64,23 @@ class Workload:
     max_sequence_length: int = 512
     compute_bytes: int = 2  # bf16
     vae_tiling: bool = False
+    # What an image task adds (``Task.workload``; all 0 for text to image):
+    reference_tokens: int = 0  # image tokens that follow the noise tokens (Kontext: the reference's)
+    condition_channels: int = 0  # channels concatenated to each noise token (Fill: masked-image latents + mask)
+    encode_pixels: int = 0  # input pixels the VAE encodes before denoising (img2img, inpaint, Fill, Kontext)
+
+    def task_note(self, vae_factor: int = 8) -> str:
+        """What the task adds, in words ("" for text to image): for ``--dry-run`` and ``doctor --task``."""
+        parts = []
+        if self.reference_tokens:
+            noise = image_tokens(self.width, self.height, vae_factor)
+            parts.append(f"+{self.reference_tokens} reference image tokens (sequence {noise} + {self.reference_tokens} "
+                         f"+ {self.max_sequence_length} text)")
+        if self.condition_channels:
+            parts.append(f"transformer input widened by {self.condition_channels} channels per token")
+        if self.encode_pixels:
+            parts.append(f"VAE encode of {self.encode_pixels / 2**20:.2f} MP of input (1 MP = 1024²)")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -139,14 +156,26 @@ def weight_bytes(params: int, skipped: int, fmt: str, compute_bytes: int, gguf_b
 
 
 def activation_bytes(fp: Footprint, work: Workload) -> dict[str, int]:
-    """Peak activations of each stage for one image."""
-    tokens = image_tokens(work.width, work.height, fp.vae_scale_factor) + work.max_sequence_length
+    """Peak activations of each stage for one image.
+
+    An image task adds to them (``Workload``): Kontext's reference tokens lengthen the denoise sequence
+    (the reference's tokens follow the noise tokens, so a same-size reference doubles the image tokens);
+    Fill's extra input channels add one tensor of that width per noise token; an input encoded by the
+    VAE adds an ``encode`` stage (the encoder's full-resolution maps, like the decoder's; tiled alike).
+    """
+    cb = work.compute_bytes
+    noise_tokens = image_tokens(work.width, work.height, fp.vae_scale_factor)
+    tokens = noise_tokens + work.reference_tokens + work.max_sequence_length
     pixels = min(work.width * work.height, VAE_TILE_PIXELS) if work.vae_tiling else work.width * work.height
-    return {
-        "text": work.max_sequence_length * fp.t5_width * work.compute_bytes * T5_ACTIVATION_FACTOR,
-        "denoise": tokens * fp.hidden * work.compute_bytes * DENOISE_ACTIVATION_FACTOR,
-        "decode": pixels * fp.vae_channels * work.compute_bytes * VAE_ACTIVATION_FACTOR,
+    act = {
+        "text": work.max_sequence_length * fp.t5_width * cb * T5_ACTIVATION_FACTOR,
+        "denoise": tokens * fp.hidden * cb * DENOISE_ACTIVATION_FACTOR + noise_tokens * work.condition_channels * cb,
+        "decode": pixels * fp.vae_channels * cb * VAE_ACTIVATION_FACTOR,
     }
+    if work.encode_pixels:
+        encoded = min(work.encode_pixels, VAE_TILE_PIXELS) if work.vae_tiling else work.encode_pixels
+        act["encode"] = encoded * fp.vae_channels * cb * VAE_ACTIVATION_FACTOR
+    return act
 
 
 def stage_peaks(plan: MemoryPlan, fp: Footprint, work: Workload, gguf_bytes: int | None = None) -> dict[str, int]:
@@ -173,6 +202,8 @@ def stage_peaks(plan: MemoryPlan, fp: Footprint, work: Workload, gguf_bytes: int
         on = {"text": t5_block, "denoise": block, "decode": vae}
     else:
         raise ValueError(f"unknown offload mode {plan.offload!r}")
+    if "encode" in act:  # the input is encoded between text encoding and denoising: the VAE is on, as for decoding
+        on["encode"] = on["decode"]
     if plan.t5_device == "cpu":  # T5 encodes on the CPU: its activations never touch the accelerator
         act["text"] = 0
     return {stage: on[stage] + act[stage] + RUNTIME_RESERVE for stage in on}

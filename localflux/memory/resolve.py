@@ -21,19 +21,26 @@ def gguf_of(source) -> tuple[str, int] | None:
     return None
 
 
-def workload(config, placement, multiple: int = 16) -> Workload:
+def workload(config, placement, multiple: int = 16, *, size=None, task: dict | None = None) -> Workload:
+    """The work of one image: ``size`` (the plan's final size; default: from the config) and what the task
+    adds (``Prepared.workload``: reference tokens, input channels, VAE-encoded pixels)."""
     from ..resolution import resolve_size
     from ..render import vae_tiling_enabled
 
-    size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect,
-                        multiple=multiple)
+    if size is None:
+        size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect,
+                            multiple=multiple)
     return Workload(size.width, size.height, config.sampling.max_sequence_length or 512,
                     4 if placement.dtype == "float32" else 2,
-                    vae_tiling_enabled(config.memory.vae_tiling, size.width, size.height))
+                    vae_tiling_enabled(config.memory.vae_tiling, size.width, size.height), **(task or {}))
 
 
-def resolve_plan(config, source, family, preset: str, placement, multiple: int) -> MemoryPlan:
-    """The memory plan for a run: the config's own keys, or the automatic choice for this machine."""
+def resolve_plan(config, source, family, preset: str, placement, multiple: int, *, size=None,
+                 task: dict | None = None) -> MemoryPlan:
+    """The memory plan for a run: the config's own keys, or the automatic choice for this machine.
+
+    ``size`` and ``task`` (the plan's final size and ``Prepared.workload``) make the automatic choice
+    count what an image task adds; without them it plans text to image at the config's size."""
     memory = config.memory
     gguf = gguf_of(source)
     if gguf is not None and memory.transformer != "full":
@@ -41,7 +48,7 @@ def resolve_plan(config, source, family, preset: str, placement, multiple: int) 
                           f"{str(source.path)!r}, which brings its own format ({gguf[0]}); leave it 'full'")
     if memory.plan == "auto":
         # the user's placement of T5 stands (and is estimated as such); the rest is chosen
-        return auto_plan(family.footprint(source, preset), workload(config, placement, multiple),
+        return auto_plan(family.footprint(source, preset), workload(config, placement, multiple, size=size, task=task),
                          probe_machine(placement.device),
                          allow_lossy=memory.allow_lossy, headroom_gb=memory.headroom_gb, gguf=gguf,
                          group_blocks=memory.group_blocks, cache_t5=memory.cache_t5, t5_device=memory.t5_device)

@@ -50,6 +50,9 @@ class Prepared:
             self._encoded.clear()  # one model at a time: a run never switches back
             self._encoded[key] = self.encode(pipe, request)
         return self._encoded[key]
+    # what the task adds to the memory estimate (memory.plan.Workload fields: reference_tokens,
+    # condition_channels, encode_pixels); filled by ``Task.workload``
+    workload: dict[str, int] = field(default_factory=dict)
 
 
 class Task:
@@ -65,3 +68,11 @@ class Task:
 
     def prepare(self, config: "Config", family: "Family", preset: str, size: "Size") -> Prepared:
         return Prepared(self.name)
+
+    def workload(self, width: int, height: int, multiple: int, reference: tuple[int, int] | None = None) -> dict[str, int]:
+        """What this task adds to the memory estimate of a ``width`` x ``height`` render (``Workload`` fields).
+
+        ``reference``: the size of a reference image as the pipeline uses it (Kontext); ``None``: one at the
+        output's aspect (``doctor --task``). Text to image adds nothing.
+        """
+        return {}

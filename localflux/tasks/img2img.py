@@ -33,7 +33,11 @@ class Img2ImgTask(Task):
         record = {"strength": strength, "strength_default": config.input.strength is None,
                   "steps_run": common.steps_run(config.sampling.steps, strength)}
         return Prepared(self.name, {"image": image.image, "strength": strength}, [image.record], record, size,
-                        role=self.role, per_image=("image",))
+                        role=self.role, per_image=("image",),
+                        workload=self.workload(size.width, size.height, size.multiple))
+
+    def workload(self, width, height, multiple, reference=None) -> dict:
+        return {"encode_pixels": width * height}  # the picture, stretched to the output size, is VAE-encoded
 
 
 def resize_step(image, size, by: str = "diffusers") -> None:

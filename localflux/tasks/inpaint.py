@@ -64,7 +64,11 @@ class InpaintTask(Task):
         if not mask.record.get("sha256"):
             record["mask"] = mask.record  # built by localflux (outpaint): no file to hash
         return Prepared(self.name, {"image": image.image, "mask_image": mask.image, "strength": strength}, inputs,
-                        record, size, role=self.role, per_image=("image", "mask_image"), finish=finish)
+                        record, size, role=self.role, per_image=("image", "mask_image"), finish=finish,
+                        workload=self.workload(size.width, size.height, size.multiple))
+
+    def workload(self, width, height, multiple, reference=None) -> dict:
+        return {"encode_pixels": width * height}  # the (masked) picture at the output size is VAE-encoded
 
 
 class FillTask(InpaintTask):
@@ -87,6 +91,14 @@ class FillTask(InpaintTask):
         if config.sampling.true_cfg > 1 and config.prompt.negative:
             raise ConfigError("FluxFillPipeline has no true CFG: drop --true-cfg / the negative prompt for a Fill model")
         common.check_strength(config, self.role)
+
+    def workload(self, width, height, multiple, reference=None) -> dict:
+        # FLUX.1 Fill's transformer reads, per token, the noise (64) + the masked image's latents (16 latent
+        # channels x 2x2 = 64) + the mask at pixel resolution (f x f per latent cell x 2x2 = multiple²): 384 for f = 8
+        return {"encode_pixels": width * height, "condition_channels": 4 * LATENT_CHANNELS + multiple * multiple}
+
+
+LATENT_CHANNELS = 16  # FLUX.1's VAE latent channels
 
 
 def read_image_and_mask(config) -> tuple[InputImage, InputImage, dict | None]:

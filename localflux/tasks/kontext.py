@@ -71,7 +71,14 @@ class KontextTask(Task):
             record["stitched"] = {"size": list(reference.size), "layout": "side by side, scaled to the first height"}
         return Prepared(self.name, {"image": reference, "width": asked.width, "height": asked.height, "max_area": MAX_AREA},
                         [image.record for image in images], record,
-                        Size(final[0], final[1], (asked.width, asked.height), size.multiple), role=self.role)
+                        Size(final[0], final[1], (asked.width, asked.height), size.multiple), role=self.role,
+                        workload=self.workload(final[0], final[1], size.multiple, reference=resized))
+
+    def workload(self, width, height, multiple, reference=None) -> dict:
+        """The reference, resized to its preferred resolution, is VAE-encoded (mean) and its tokens follow the
+        noise tokens in every denoise step: about as many again as the output's (both are about 1 MP)."""
+        rw, rh = reference or preferred_resolution((width, height), multiple)
+        return {"reference_tokens": (rw // multiple) * (rh // multiple), "encode_pixels": rw * rh}
 
 
 def stitch(images: list[InputImage]):

@@ -162,6 +162,8 @@ class Flux1(Family):
         if root is None or not all((root / part / "config.json").is_file() for part in _COMPONENTS):
             root = packaged_config_root(preset)
         footprint = footprint_from_configs(str(root))
+        if root == packaged_config_root(preset):
+            footprint = preset_footprint(preset, footprint)
         if source.kind == "single_file":  # the file brings its own shape (a pruned or distilled transformer, say)
             import json
 
@@ -173,6 +175,21 @@ class Flux1(Family):
             if any(base.get(key) != value for key, value in config.items()):
                 footprint = with_transformer_config(footprint, config)
         return footprint
+
+
+def preset_footprint(preset: str, footprint=None):
+    """The published footprint of a preset: Fill and Kontext share FLUX.1 [dev]'s configs except the
+    transformer's (Fill's input is 384 channels wide), which is counted from their own config."""
+    import json
+
+    from ...memory.footprint import footprint_from_configs, packaged_config_root, with_transformer_config
+    from .presets import config_root
+
+    footprint = footprint or footprint_from_configs(str(packaged_config_root(preset)))
+    own = config_root(preset, "transformer")
+    if own != config_root(preset):
+        footprint = with_transformer_config(footprint, json.loads((own / "transformer" / "config.json").read_text()))
+    return footprint
 
 
 def _model_index(source: "Source") -> dict | None:
