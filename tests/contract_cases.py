@@ -63,12 +63,13 @@ def cases() -> list[Case]:
 
 def _flux2_pipe(source: str, task: str = "text"):
     """The diffusers pipeline of a FLUX.2 case's model, built from in-memory components (not localflux's loader)."""
-    from diffusers import Flux2KleinInpaintPipeline, Flux2KleinPipeline
+    from diffusers import Flux2KleinInpaintPipeline, Flux2KleinPipeline, Flux2Pipeline
 
     if source.startswith("tiny-flux2"):
         from localflux.families.flux2.tiny import build_tiny_components
 
-        cls = Flux2KleinInpaintPipeline if task == "inpaint" else Flux2KleinPipeline
+        cls = Flux2Pipeline if source == "tiny-flux2-dev" else \
+            Flux2KleinInpaintPipeline if task == "inpaint" else Flux2KleinPipeline
         pipe = cls(**build_tiny_components(source))
     else:
         import flux2_shapes
@@ -120,6 +121,8 @@ def flux2_cases() -> list[Case]:
                     bad_flags=("--model", "tiny-flux2", "--prompt", "x", "--negative-prompt", "blurry")),
         _flux2_text("tiny-flux2-base", "tiny-flux2-base", 4.0, 48, 64),
         _flux2_text("tiny-flux2-base-negative", "tiny-flux2-base", 3.0, 64, 64, negative="blurry, dark"),
+        _flux2_text("tiny-flux2-dev", "tiny-flux2-dev", 4.0, 64, 48,
+                    bad_flags=("--model", "tiny-flux2-dev", "--prompt", "x", "--negative-prompt", "blurry")),
         Case("flux2-text-shape-distilled-80x48", "flux2", "text",
              {"model": {"source": _flux2_shape("klein-base-named-distilled"), "device": "cpu"},
               "prompt": {"subject": "a red fox in snow"}, "size": {"width": 80, "height": 48},
