@@ -49,9 +49,11 @@ def run(args) -> int:
 
 
 def _preset_names() -> list[str]:
+    """Every family's presets and full-size model names (FLUX.2: klein-4b, klein-9b, flux2-dev ...)."""
     from ..families import FAMILIES
 
-    return [name for family in FAMILIES for name in family.presets]
+    names = [name for family in FAMILIES for name in family.presets]
+    return names + [name for family in FAMILIES for name in family.sized_models() if name not in names]
 
 
 def _print_memory_plans(args, device: str) -> None:
@@ -69,16 +71,16 @@ def _print_memory_plans(args, device: str) -> None:
         print(f"\nmemory plans: no CUDA GPU here; `localflux doctor --vram 24` shows the plans for a 24 GiB card")
         return
     machine = synthetic_machine(vram) if vram is not None else probe_machine(device)
-    family = FAMILIES.of_preset(preset)
-    spec = family.presets[preset]
-    footprint = family.footprint(Source("hub", spec.hub_id or preset), preset)  # the packaged (published) configs
+    family = next(f for f in FAMILIES if preset in f.presets or preset in f.sized_models())
+    spec = family.presets[family.sized_models().get(preset, preset)]
+    footprint = family.sized_footprint(preset)  # the packaged (published) configs
     work = Workload(max_sequence_length=spec.max_sequence_length)
-    candidates = evaluate(footprint, work, machine)
+    candidates = evaluate(footprint, work, machine, text_on_cpu=family.auto_text_on_cpu)
     try:
         chosen = choose(candidates).plan
     except Exception:  # nothing fits: the table still shows what each plan needs
         chosen = None
-    note = "" if family.name == "flux1" else " (the T5 column is its text encoder)"
+    note = "" if family.name == "flux1" else " (the T5 column is its text encoder; cpu: it encodes from system memory)"
     print(f"\nmemory plans for {family.label}-{preset} 1024x1024{note} on {machine.name} "
           f"({machine.free_vram / 2**30:.1f} GiB free; estimates, docs/memory.md):")
     for row in table(candidates, chosen):

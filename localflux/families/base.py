@@ -42,6 +42,8 @@ class Family:
     presets: dict[str, Preset] = {}
     builtin: dict[str, str] = {}  # built-in miniature name -> preset
     tasks: tuple[str, ...] = ("text",)  # the tasks this family can run
+    # memory = "auto" may keep the big text encoder in system memory (encoding on the CPU) when nothing else fits
+    auto_text_on_cpu: bool = False
 
     # ---- detection (no weights loaded)
     def claims(self, source: "Source") -> bool:
@@ -108,6 +110,18 @@ class Family:
     def config_root(self, preset: str) -> "Path":
         """The packaged published configs of ``preset`` (offline single-file loading, meta-device sizes)."""
         raise NotImplementedError
+
+    # ---- full-size models by name (doctor --model, bench --model)
+    def sized_models(self) -> dict[str, str]:
+        """Names of the full-size models this family can size from packaged configs -> their preset."""
+        return {preset: preset for preset in self.presets}
+
+    def sized_footprint(self, name: str):
+        """The ``Footprint`` of a ``sized_models`` name, from the packaged (published) configs."""
+        from ..loader import Source
+
+        preset = self.sized_models()[name]
+        return self.footprint(Source("hub", self.presets[preset].hub_id or preset), preset)
 
 
 class Registry:
