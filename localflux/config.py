@@ -37,7 +37,8 @@ class ModelConfig:
     # hub id, local diffusers folder, single-file .safetensors/.gguf transformer, or "tiny"/"tiny-dev"
     source: str = "black-forest-labs/FLUX.1-schnell"
     # which defaults to use: "auto" detects them from the model itself; else a family's preset name
-    # (FLUX.1: schnell, dev). Checked against the registered families when the run is planned.
+    # (FLUX.1: schnell, dev, fill, kontext — a single-file Kontext transformer has the dev shape: set
+    # "kontext" for it). Checked against the registered families when the run is planned.
     preset: str = "auto"
     # where the VAE, text encoders and tokenizers come from when source is a single file
     base: str | None = None
@@ -146,6 +147,29 @@ class LoraOptionsConfig:
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """One input image: a path (relative to the config file) or an inline table with notes for the recipe."""
+
+    path: str | None = None  # None only for a PIL image given through the Python API
+    source: str | None = None  # where the picture comes from (recorded, not read)
+    license: str | None = None  # its license (recorded, not read)
+    pixels: Any = field(default=None, repr=False, compare=False)  # a PIL image (Python API only; never in TOML)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """``[input]``: images a render is conditioned on (localflux/tasks/; docs/images.md)."""
+
+    image: ImageInput | None = None  # img2img / inpaint / Fill: the picture to start from
+    mask: ImageInput | None = None  # white = repaint (inpaint, Fill)
+    # how far from the image: 0 keeps it, 1 repaints all; unset = the pipeline's default (0.6; Fill 1.0)
+    strength: float | None = field(default=None, metadata=_range(0.0, 1.0, lo_open=True))
+    outpaint: list[int] | None = None  # [left, top, right, bottom] pixels added around input.image
+    references: list[ImageInput] = field(default_factory=list)  # Kontext: stitched side by side
+    paste_back: bool = False  # inpaint: original pixels back outside the mask after decoding (feathered)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -157,6 +181,7 @@ class Config:
     lora: list[LoraConfig] = field(default_factory=list)  # [[lora]] entries, applied in order
     lora_options: LoraOptionsConfig = field(default_factory=LoraOptionsConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    input: InputConfig = field(default_factory=InputConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -314,11 +339,37 @@ def _type_hints(cls) -> dict:
 def _flatten(data: dict, origin: str, prefix: str = "", root=None, note: str = SCHEMA_NOTE):
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and _is_value_table(dotted, root):
+            _check_known_key(dotted, origin, root=root, note=note)
+            yield dotted, value
+        elif isinstance(value, dict):
             _check_known_key(dotted, origin, section=True, root=root, note=note)
             yield from _flatten(value, origin, prefix=dotted + ".", root=root, note=note)
         else:
             yield dotted, value
+
+
+def _value_class(hint):
+    """The dataclass a single config value may be written as (an inline table such as ``ImageInput``), else None."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        if typing.get_origin(option) is list:
+            option = typing.get_args(option)[0]
+        if dataclasses.is_dataclass(option):
+            return option
+    return None
+
+
+def _is_value_table(dotted: str, root=None) -> bool:
+    """``input.image = {path = "…"}``: an inline table that is one value, not a section."""
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        return False
+    section = _type_hints(root or Config).get(parts[0])
+    if not dataclasses.is_dataclass(section):
+        return False
+    hint = _type_hints(section).get(parts[1])
+    return hint is not None and _value_class(hint) is not None
 
 
 def _check_known_key(dotted: str, origin: str, section: bool = False, root=None, note: str = SCHEMA_NOTE) -> None:
@@ -355,7 +406,7 @@ def _build_dataclass(cls, values: dict[str, Any], origins: dict[str, str], prefi
     for f in dataclasses.fields(cls):
         dotted = f"{prefix}{f.name}"
         hint = hints[f.name]
-        item_class = _list_item_class(hint)
+        item_class = _list_item_class(hint) if not prefix else None  # arrays of tables are top-level only
         if dataclasses.is_dataclass(hint):
             kwargs[f.name] = _build_dataclass(hint, values, origins, prefix=dotted + ".")
         elif item_class is not None and dotted in values:
@@ -395,6 +446,8 @@ def _type_name(hint) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if dataclasses.is_dataclass(hint):
+        return "a path or an inline table { path = \"…\" }"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
@@ -403,6 +456,8 @@ def _coerce(value: Any, hint, dotted: str, origin: str):
         raise ConfigError(f"{origin}: {dotted} must be {_type_name(hint)}, got {value!r}")
 
     kind = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _coerce_value_table(value, hint, dotted, origin)
     if kind in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
@@ -410,6 +465,8 @@ def _coerce(value: Any, hint, dotted: str, origin: str):
         for option in options:
             if option is type(None):
                 continue
+            if dataclasses.is_dataclass(option) and isinstance(value, dict):
+                return _coerce_value_table(value, option, dotted, origin)  # its own, more precise message
             try:
                 return _coerce(value, option, dotted, origin)
             except ConfigError:
@@ -445,6 +502,42 @@ def _coerce(value: Any, hint, dotted: str, origin: str):
     raise TypeError(f"unsupported config type {hint!r} for {dotted}")  # a bug in this module
 
 
+def _is_pil(value: Any) -> bool:
+    return type(value).__module__.startswith("PIL.") and hasattr(value, "getbands")
+
+
+def _coerce_value_table(value: Any, cls, dotted: str, origin: str):
+    """A path string, an inline table of ``cls``'s keys (strict), or (Python API) a PIL image."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError(f"{origin}: {dotted} is empty; give a path to an image file")
+        return cls(path=value)
+    if _is_pil(value):
+        return cls(pixels=value)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: {dotted} must be a path or an inline table {{ path = \"…\", source = \"…\", "
+                          f"license = \"…\" }}, got {value!r}")
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "pixels"]
+    pixels = value.get("pixels")
+    if pixels is not None and not _is_pil(pixels):
+        raise ConfigError(f"{origin}: {dotted}.pixels is not a known key (known in {dotted}: {', '.join(names)})")
+    for key in value:
+        if key not in names and key != "pixels":
+            raise ConfigError(f"{origin}: {dotted}.{key} is not a known key (known in {dotted}: {', '.join(names)})")
+    if not value.get("path") and pixels is None:
+        raise ConfigError(f"{origin}: {dotted} needs path = \"…\" (an image file)")
+    kwargs = {"pixels": pixels}
+    for key, item in value.items():
+        if key == "pixels":
+            continue
+        if item is not None and not isinstance(item, str):
+            raise ConfigError(f"{origin}: {dotted}.{key} must be a string, got {item!r}")
+        kwargs[key] = item
+    return cls(**kwargs)
+
+
 def _check_range(value: Any, metadata, dotted: str, origin: str) -> None:
     if value is None or not metadata:
         return
@@ -460,6 +553,7 @@ def _check_range(value: Any, metadata, dotted: str, origin: str) -> None:
 
 _ITEM_KEY = re.compile(r"^(\w+)\[(\d+)\]\.(\w+)$")
 _PATH_KEYS = ("model.base", "output.dir", "upscale.model")
+_IMAGE_KEYS = ("input.image", "input.mask", "input.references")  # image paths: relative to the config file
 _WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".sft", ".ckpt", ".pt", ".pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -475,6 +569,8 @@ def _resolve_path_value(key: str, value: Any, base_dir: Path, path_keys: tuple[s
         return [dict(item, path=str((base_dir / Path(item["path"]).expanduser()).resolve()))
                 if isinstance(item, dict) and isinstance(item.get("path"), str) and item["path"] else item
                 for item in value]
+    if key in _IMAGE_KEYS:
+        return _resolve_image_value(value, base_dir)
     if not isinstance(value, str) or not value:
         return value
     if key == "model.source":
@@ -492,4 +588,15 @@ def _resolve_path_value(key: str, value: Any, base_dir: Path, path_keys: tuple[s
         if key == "model.base" and looks_like_hub_id(value) and not (base_dir / value).exists():
             return value
         return str((base_dir / value).resolve())
+    return value
+
+
+def _resolve_image_value(value: Any, base_dir: Path) -> Any:
+    """``input.*`` images: a path, an inline table with ``path``, or a list of either (references)."""
+    if isinstance(value, list):
+        return [_resolve_image_value(item, base_dir) for item in value]
+    if isinstance(value, str) and value:
+        return str((base_dir / Path(value).expanduser()).resolve())
+    if isinstance(value, dict) and isinstance(value.get("path"), str) and value["path"]:
+        return dict(value, path=str((base_dir / Path(value["path"]).expanduser()).resolve()))
     return value

@@ -52,3 +52,7 @@ class DatasetError(LocalFluxError):
 
 class TrainingError(LocalFluxError):
     """A training run cannot start or resume (run folder, checkpoint, optimizer or hardware)."""
+
+
+class InputImageError(LocalFluxError):
+    """An input image (img2img, mask, reference, upscale input) is missing, not an image, damaged or too large."""

@@ -8,7 +8,8 @@ Sources (``model.source``):
 - a single-file transformer checkpoint (BFL/ComfyUI ``.safetensors`` or diffusers keys, fp8-stored
   weights are upcast on load) with ``model.base`` naming where the other components come from.
 
-Loaded pipelines are kept per process, keyed by everything that changes the loaded weights.
+``load_model`` always loads; ``model_cache.MODELS`` keeps loaded pipelines per process, keyed by
+``model_key`` (everything that changes the loaded weights), and hands them out clean.
 """
 
 from __future__ import annotations
@@ -54,12 +55,9 @@ class LoadedModel:
     family: str = ""  # the family's name (families/)
     files: list[Path] = field(default_factory=list)  # every file whose bytes feed the pixels
     fingerprint: str | None = None  # tiny: sha256 of its in-memory weights
-    lora_state: object = None  # lora.apply.LoraState: the LoRAs now in the pipe (None: clean base weights)
+    lora_state: object = None  # lora.state.LoraState: the LoRAs now in the pipe (None: clean base weights)
     memory_plan: dict | None = None  # the MemoryPlan applied (memory/plan.py), recorded in recipes
     speed: dict | None = None  # what speed.apply_speed applied, recorded in recipes
-
-
-_PIPELINES: dict[tuple, LoadedModel] = {}
 
 
 # ---------------------------------------------------------------- sources
@@ -139,19 +137,20 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, download: bool) -> P
 # ---------------------------------------------------------------- loading
 
 
+def model_key(model: ModelConfig, placement: Placement, preset: str, memory_plan, speed) -> tuple:
+    """Everything that changes the loaded weights: the model cache's key for ``load_model``'s result."""
+    return (model.source, model.base, model.revision, placement.device, placement.dtype, preset, memory_plan, speed)
+
+
 def load_model(model: ModelConfig, placement: Placement, *, family, preset: str, memory_plan: MemoryPlan | None = None,
-               speed=None, cache: bool = True) -> LoadedModel:
-    """The pipeline for ``model`` on ``placement``; reused within the process when already loaded.
+               speed=None) -> LoadedModel:
+    """Load the pipeline for ``model`` on ``placement`` afresh (``model_cache.MODELS`` keeps loaded ones).
 
     ``family`` and ``preset`` come from the plan (detected once, never again here). ``memory_plan``
     picks weight formats and offload; ``speed`` (a ``SpeedConfig``) the fast path. Without them:
-    full precision, no offload, eager. ``cache=False`` loads a private copy, neither taken from nor
-    kept in the cache (training attaches adapters to it, which later renders must not see).
+    full precision, no offload, eager.
     """
     plan = memory_plan or MemoryPlan()
-    key = (model.source, model.base, model.revision, placement.device, placement.dtype, plan, speed, preset)
-    if cache and key in _PIPELINES:
-        return _PIPELINES[key]
     source = describe_source(model.source, model.base, model.revision, download=True)
     check_runnable(plan.transformer, placement.device)
     loaded = family.load(source, placement, preset, plan)
@@ -162,20 +161,7 @@ def load_model(model: ModelConfig, placement: Placement, *, family, preset: str,
     if speed is not None:
         prepare_lora_hotswap(loaded.pipe, speed)  # LoRAs, when loaded here, go between these two calls
         loaded.speed = apply_speed(loaded.pipe, speed, placement.device)
-    if cache:
-        _PIPELINES[key] = loaded
     return loaded
-
-
-def clear_cache() -> None:
-    _PIPELINES.clear()
-
-
-def discard(model: LoadedModel) -> None:
-    """Forget a cached pipeline whose weights were changed (fused LoRAs): the next load reads it afresh."""
-    for key, cached in list(_PIPELINES.items()):
-        if cached is model:
-            del _PIPELINES[key]
 
 
 

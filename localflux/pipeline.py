@@ -7,6 +7,7 @@ embedding a recipe from which ``replay`` reproduces each image.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import secrets
@@ -23,15 +24,18 @@ from .errors import ConfigError
 from .families import FAMILIES, Family
 from .geometry import PATCH
 from .hashing import sha256_file
-from .loader import LoadedModel, Source, describe_source, load_model
+from .loader import LoadedModel, Source, describe_source
+from .lora.state import apply_loras, lora_request
 from .memory.plan import MemoryPlan
 from .memory.resolve import resolve_plan
+from .model_cache import MODELS
 from .prompts import PART_ORDER, join_prompt
 from .recipe import versions
 from .recipe_schema import SCHEMA_VERSION, FileRecord, ModelRecord, Recipe, SizeRecord
 from .render import RenderRequest, prompt_warnings, vae_tiling_enabled
 from .resolution import Size, resolve_size
 from .tasks import TASKS, Prepared, Task
+from .tasks.images import absolute_input_paths, describe_task, strip_pixels
 
 log = logging.getLogger(__name__)
 
@@ -173,22 +177,18 @@ def coerce_config(config) -> Config:
 
 
 def load(the_plan: Plan) -> LoadedModel:
-    """The model for a plan: loaded (or reused) with its memory plan, then the LoRA stage."""
+    """The model to render a plan with: from the model cache, with exactly the config's LoRAs applied."""
     config = the_plan.config
     placement = resolve_placement(config.model.device, config.model.dtype)
     memory_plan = memory_plan_for(the_plan, placement)
     if memory_plan.chosen_by == "auto":
         log.info("memory plan: %s (%s)", memory_plan.label(), memory_plan.reason)
-
-    def load_base():
-        return load_model(config.model, placement, family=the_plan.family, preset=the_plan.preset,
-                          memory_plan=memory_plan, speed=config.speed)
-
-    model = load_base()
-    if config.lora or model.lora_state is not None:  # the LoRA stage; also cleans LoRAs a previous render left
-        from .lora import apply_loras
-
-        model = apply_loras(model, config.lora, config.lora_options.fuse, reload=load_base)
+    loras = lora_request(config.lora, config.lora_options.fuse)  # hashes the files once; a missing one stops here
+    # a clean base, or one whose adapters these LoRAs can re-scale or hot-swap into (model_cache.py)
+    model = MODELS.load(config.model, placement, family=the_plan.family, preset=the_plan.preset,
+                        memory_plan=memory_plan, speed=config.speed, loras=loras if loras.entries else None)
+    if loras.entries:  # the LoRA stage
+        apply_loras(model, loras)
     return model
 
 
@@ -203,8 +203,7 @@ def render_batch(the_plan: Plan, model: LoadedModel, seeds: list[int], warnings:
 
     index0 = the_plan.seeds.index(seeds[0])
     desc = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
-    pipe = the_plan.family.task_pipeline(model.pipe, the_plan.task.name)  # same components, the task's class
-    images, sigmas = render(pipe, the_plan.family, the_plan.request, seeds, the_plan.prepared.kwargs,
+    images, sigmas = render(model.pipe, the_plan.family, the_plan.request, seeds, the_plan.prepared,
                             progress=progress, desc=desc)
     results = []
     for position, (seed, image) in enumerate(zip(seeds, images)):
@@ -236,7 +235,7 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
         schema_version=SCHEMA_VERSION,
         localflux_version=versions()["localflux"],
         # where the file is saved is not part of how its pixels are made (and would break byte-identity)
-        config={key: value for key, value in config.to_dict().items() if key != "output"},
+        config=strip_pixels({key: value for key, value in config.to_dict().items() if key != "output"}),
         seed=seed,
         index=index,
         size=SizeRecord(the_plan.size.width, the_plan.size.height, list(the_plan.size.requested)),
@@ -260,8 +259,8 @@ def build_recipe(the_plan: Plan, model: LoadedModel, seed: int, index: int, sigm
         warnings=list(warnings),
         upscale_steps=[],  # one record per upscale applied, oldest first (chained stage, `localflux upscale`)
         loras=model.lora_state.records() if model.lora_state is not None else [],
-        task={"name": the_plan.task.name, **the_plan.prepared.record},
-        inputs=list(the_plan.prepared.inputs),
+        task={"name": the_plan.prepared.task, **copy.deepcopy(the_plan.prepared.record)},
+        inputs=copy.deepcopy(the_plan.prepared.inputs),  # one record per input image
     ).to_dict()
 
 
@@ -325,6 +324,7 @@ def _absolute_paths(config: Config) -> Config:
             absolute = str(Path(value).expanduser().resolve())
             if absolute != value:
                 changes[key] = absolute
+    changes.update(absolute_input_paths(config))  # --image etc. relative to the working directory
     loras = [dict(dataclasses.asdict(e), path=str(Path(e.path).expanduser().resolve())) for e in config.lora]
     if loras != [dataclasses.asdict(e) for e in config.lora]:
         changes["lora"] = loras  # recipes find LoRAs by absolute path
@@ -360,8 +360,9 @@ def describe(the_plan: Plan) -> str:
     for entry in c.lora:
         lines.append(f"lora: {entry.path} x{entry.scale:g}{'' if entry.strict else ' (strict = false)'}"
                      f" (fuse {c.lora_options.fuse})")
+    lines += describe_task(the_plan.prepared)
     if c.upscale.enabled:
         lines.append(f"upscale: {c.upscale.model} x{c.upscale.scale} (tile {c.upscale.tile or 'auto'})")
     lines.append("resolved config:")
-    lines.append(json.dumps(dataclasses.asdict(c), indent=2, sort_keys=False))
+    lines.append(json.dumps(strip_pixels(dataclasses.asdict(c)), indent=2, sort_keys=False, default=str))
     return "\n".join(lines)

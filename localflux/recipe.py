@@ -59,6 +59,8 @@ def parameters_text(recipe: dict) -> str:
         "Schedule type: Simple",
         f"CFG scale: {sampling['true_cfg']}",
         f"Distilled CFG Scale: {sampling['guidance']}",
+        *([f"Denoising strength: {recipe['task']['strength']}"] if (recipe.get("task") or {}).get("strength") is not None
+          else []),
         f"Seed: {recipe['seed']}",
         f"Size: {recipe['size']['width']}x{recipe['size']['height']}",
         f"Model: {Path(recipe['model']['source']).name or recipe['model']['source']}",

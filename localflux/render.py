@@ -11,11 +11,14 @@ gives the prompt arguments, the task its inputs (image, mask, strength, referenc
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from dataclasses import dataclass
 
 import torch
+
+from .tasks.base import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +55,35 @@ def prompt_warnings(family, pipe, request: RenderRequest) -> list[str]:
     return warnings
 
 
-def render(pipe, family, request: RenderRequest, seeds: list[int], task_kwargs: dict | None = None, *,
+def render(pipe, family, request: RenderRequest, seeds: list[int], prepared: Prepared | None = None, *,
            progress: bool = True, desc: str = ""):
-    """Render one image per seed in a single forward pass; returns (PIL images, sigmas used)."""
+    """Render one image per seed in a single forward pass; returns (PIL images, sigmas used).
+
+    ``prepared`` (a ``tasks.Prepared``): the task's pipeline role (built by the family over ``pipe``'s
+    modules) and its keyword arguments; the per-image ones (input images) are given once per seed, so
+    each seed's generator makes its own draws (VAE sample, then noise) in a batch exactly as alone.
+    """
+    extra = {}
+    if prepared is not None:
+        if prepared.role != "text":
+            pipe = family.task_pipeline(pipe, prepared.role)
+        extra = {key: [value] * len(seeds) if key in prepared.per_image else value
+                 for key, value in prepared.kwargs.items()}
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     if request.vae_tiling:
         pipe.vae.enable_tiling()
     else:
         pipe.vae.disable_tiling()
     pipe.set_progress_bar_config(disable=not progress, desc=desc or None, leave=False, file=sys.stderr)
+    call = dict(**family.prompt_kwargs(request, pipe), height=request.height, width=request.width,
+                num_inference_steps=request.steps, num_images_per_prompt=len(seeds), generator=generators,
+                output_type="pil")
+    call.update(extra)
+    accepted = inspect.signature(pipe.__call__).parameters  # e.g. Fill takes no negative prompt / true CFG
     with torch.inference_mode():
-        output = pipe(
-            **family.prompt_kwargs(request, pipe),
-            **(task_kwargs or {}),
-            height=request.height,
-            width=request.width,
-            num_inference_steps=request.steps,
-            num_images_per_prompt=len(seeds),
-            generator=generators,
-            output_type="pil",
-        )
+        output = pipe(**{key: value for key, value in call.items() if key in accepted})
+    images = output.images
+    if prepared is not None and prepared.finish is not None:
+        images = [prepared.finish(image) for image in images]  # e.g. paste-back after decoding
     sigmas = [float(s) for s in pipe.scheduler.sigmas[:-1].tolist()]  # the last entry is the terminal 0
-    return output.images, sigmas
+    return images, sigmas

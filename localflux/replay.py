@@ -9,6 +9,7 @@ from pathlib import Path
 from . import config as config_mod
 from .errors import ConfigError, RecipeError, WeightsMismatchError
 from .families import FAMILIES
+from .tasks.images import check_recorded_inputs
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     from .recipe import read_recipe
 
     recipe = read_recipe(image_path)
+    check_recorded_inputs(recipe)  # a changed or missing input image stops replay, naming it
     try:
         check_upscale_steps(recipe["upscale_steps"])
         check_weights(recipe)

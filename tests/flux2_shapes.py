@@ -9,9 +9,6 @@ from ``model_index.json``'s ``is_distilled``, never from a name).
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 
 SHAPES = {
@@ -71,18 +68,7 @@ def build_pipeline(name: str, task: str = "text"):
     return cls(**build_components(name))
 
 
-def folder(name: str) -> Path:
-    """The shape saved as a diffusers folder, once per machine and shape definition (shared by processes)."""
-    digest = hashlib.sha256(json.dumps(SHAPES[name], sort_keys=True).encode()).hexdigest()[:10]
-    root = Path(tempfile.gettempdir()) / f"localflux-flux2-shapes-{os.getuid()}" / f"{name}-{digest}"
-    if not (root / "model_index.json").is_file():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root.parent, prefix="staging-"))
-        build_pipeline(name).save_pretrained(staging)
-        try:
-            staging.rename(root)
-        except OSError:  # another process saved it first
-            import shutil
-
-            shutil.rmtree(staging, ignore_errors=True)
-    return root
+def save(name: str, folder) -> Path:
+    """The shape as a diffusers folder (``Flux2KleinPipeline.from_pretrained`` reads it back)."""
+    build_pipeline(name).save_pretrained(folder)
+    return Path(folder)

@@ -75,17 +75,17 @@ def merged_deltas(path, scale=1.0, variant="dev", strict=True):
     """Fuse the LoRA into a fresh tiny pipeline through localflux's apply path; (applied, {layer: delta})
     for the transformer and the CLIP text encoder."""
     from localflux.config import LoraConfig
-    from localflux.lora.apply import apply_loras
+    from localflux.lora.state import apply_loras
     from localflux.families.flux1.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(variant)
     parts = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder}
     before = _linear_params(parts)
     model = SimpleNamespace(pipe=pipe, lora_state=None, speed={})
-    model = apply_loras(model, [LoraConfig(path=str(path), scale=scale, strict=strict)], "fused")
+    state = apply_loras(model, [LoraConfig(path=str(path), scale=scale, strict=strict)], "fused")
     after = _linear_params(parts)
     deltas = {k: (after[k] - before[k]).double() for k in before if not torch.equal(after[k], before[k])}
-    return model.lora_state.loras[0], deltas
+    return state.loras[0], deltas
 
 
 def _linear_params(parts: dict) -> dict:

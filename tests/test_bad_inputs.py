@@ -249,6 +249,82 @@ def _upscale_step(scale) -> Callable[[dict], None]:
     return lambda recipe: recipe.update(upscale_steps=[step])
 
 
+def _mask(ctx: Ctx, name: str = "mask.png", box=(4, 4, 12, 10)) -> Path:
+    from PIL import Image
+
+    path = ctx.tmp / name
+    mask = Image.new("L", (16, 12), 0)
+    if box is not None:
+        mask.paste(255, box)
+    mask.save(path)
+    return path
+
+
+def _bomb(ctx: Ctx) -> Path:
+    """A PNG header that claims 20000 x 20000 pixels (Pillow's limit is ~89.5 M): read from the header only."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+    return ctx.write("bomb.png", data + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def _truncated_png(ctx: Ctx) -> Path:
+    path = _image(ctx, "cut.png")
+    from PIL import Image
+
+    Image.effect_noise((64, 64), 64).convert("RGB").save(path)
+    truncate(path, path.stat().st_size // 2)
+    return path
+
+
+IMAGE_CASES = [
+    Case("input: --mask without --image", lambda c: ["generate", *TINY_64, "--mask", _mask(c)],
+         ["--mask", "needs input.image (--image)"]),
+    Case("input: --image is not an image", lambda c: ["generate", *TINY_64, "--image", c.write("notes.png", "hello")],
+         ["notes.png", "not an image"]),
+    Case("input: --image is truncated", lambda c: ["generate", *TINY_64, "--image", _truncated_png(c)],
+         ["cut.png", "truncated"]),
+    Case("input: --image is a decompression bomb", lambda c: ["generate", *TINY_64, "--image", _bomb(c)],
+         ["bomb.png", "decompression-bomb limit", "LOCALFLUX_MAX_IMAGE_PIXELS="]),
+    Case("input: --image does not exist", lambda c: ["generate", *TINY_64, "--image", c.tmp / "gone.png"],
+         ["gone.png", "does not exist"]),
+    Case("upscale: input is a decompression bomb", lambda c: _upscale(c, inputs=[_bomb(c)]),
+         ["bomb.png", "decompression-bomb limit"]),
+    Case("input: --strength 0", lambda c: ["generate", *TINY_64, "--image", _image(c), "--strength", "0"],
+         ["input.strength must be greater than 0"]),
+    Case("input: --strength above 1", lambda c: ["generate", *TINY_64, "--image", _image(c), "--strength", "1.5"],
+         ["input.strength must be at most 1"]),
+    Case("input: --reference with a model that takes none", lambda c: ["generate", *TINY_64, "--reference", _image(c)],
+         ["--reference", "needs a FLUX.1 Kontext model"]),
+    Case("input: --outpaint negative", lambda c: ["generate", *TINY_64, "--image", _image(c), "--outpaint", "0,-8,0,0"],
+         ["--outpaint", "negative"]),
+    Case("input: --outpaint not four numbers", lambda c: ["generate", *TINY_64, "--image", _image(c), "--outpaint", "8,8"],
+         ["--outpaint '8,8' must be four whole numbers"]),
+    Case("input: empty mask", lambda c: ["generate", *TINY_64, "--image", _image(c), "--mask", _mask(c, box=None)],
+         ["mask.png", "is empty", "nothing to repaint"]),
+    Case("input: Fill model without --mask", lambda c: ["generate", *TINY_64, "--model", "tiny-fill", "--image", _image(c)],
+         ["Fill model needs --mask"]),
+    Case("input: input too large for any memory plan", lambda c: ["generate", "--model", "tiny", "--device", "cpu",
+                                                                 "--prompt", "x", "--image", _huge(c)],
+         ["huge.png", "too large for any memory plan"]),
+    Case("input: unknown key in an inline image table",
+         lambda c: ["generate", "-c", c.write("c.toml", '[input]\nimage = { path = "in.png", licence = "x" }\n'), *TINY_64],
+         ["c.toml", "input.image.licence is not a known key"]),
+]
+
+
+def _huge(ctx: Ctx) -> Path:
+    from PIL import Image
+
+    path = ctx.tmp / "huge.png"
+    Image.new("RGB", (9000, 16), "white").save(path)
+    return path
+
+
 CASES = [
     # ---- config files
     Case("config: malformed TOML", lambda c: ["generate", "-c", c.write("c.toml", "[sampling\nsteps=4"), *TINY_64],
@@ -431,6 +507,48 @@ CASES = [
                                                                         f'lora = [{{ path = "{_lora(c).name}", scale = "x" }}]')],
          ["job.toml", "scale must be a number"]),
 ]
+
+
+CASES += IMAGE_CASES
+
+KLEIN_64 = ["--model", "tiny-flux2", "--device", "cpu", "--width", "64", "--height", "64", "--seed", "1",
+            "--prompt", "a fox", "--no-progress"]
+
+
+def _rgb(ctx: Ctx, name: str, size=(80, 64)) -> Path:
+    from PIL import Image
+
+    path = ctx.tmp / name
+    Image.new("RGB", size, (90, 120, 150)).save(path)
+    return path
+
+
+def _flux1_lora(ctx: Ctx) -> Path:
+    import flux2_lora_files
+
+    return flux2_lora_files.write_flux1(ctx.tmp / "flux1-lora.safetensors")
+
+
+FLUX2_CASES = [
+    Case("flux2: --reference is not an image", lambda c: ["generate", *KLEIN_64, "--reference", c.write("ref.png", "hi")],
+         ["ref.png", "not an image"]),
+    Case("flux2: --reference below 64 px", lambda c: ["generate", *KLEIN_64, "--reference", _rgb(c, "small.png", (48, 80))],
+         ["small.png", "Image too small: 48×80", "at least 64px"]),
+    Case("flux2: too many references", lambda c: ["generate", *KLEIN_64,
+                                                   *[a for i in range(11) for a in ("--reference", _rgb(c, f"r{i}.png"))]],
+         ["11 references", "more than localflux allows (10", "BFL recommends up to 4"]),
+    Case("flux2: prompt.clip", lambda c: ["generate", *KLEIN_64, "--set", 'prompt.clip="x"'],
+         ["prompt.clip is for FLUX.1's CLIP encoder", "FLUX.2 models read one text"]),
+    Case("flux2: prompt.t5", lambda c: ["generate", *KLEIN_64, "--set", 'prompt.t5="x"'],
+         ["prompt.t5 is for FLUX.1's T5 encoder"]),
+    Case("flux2: negative prompt on a distilled model", lambda c: ["generate", *KLEIN_64, "--negative-prompt", "blur"],
+         ["prompt.negative", "distilled runs without CFG", "klein-base"]),
+    Case("flux2: --image without --mask", lambda c: ["generate", *KLEIN_64, "--image", _rgb(c, "photo.png")],
+         ["--image without --mask", "no FLUX.2 img2img", "--reference"]),
+    Case("flux2: a FLUX.1 LoRA", lambda c: ["generate", *KLEIN_64, "--lora", _flux1_lora(c)],
+         ["flux1-lora.safetensors", "is a FLUX.1 LoRA but the model is FLUX.2"]),
+]
+CASES += FLUX2_CASES
 
 
 def _plain_png(ctx: Ctx) -> Path:

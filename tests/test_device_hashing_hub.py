@@ -66,13 +66,15 @@ def test_hash_cache_is_shared_by_concurrent_processes(tmp_path):
 def test_loaded_pipelines_are_reused_within_a_process():
     from localflux.config import ModelConfig
 
+    from localflux.model_cache import MODELS
+
     placement = device.Placement("cpu", "float32")
     from localflux.families import FAMILIES
 
     flux1 = FAMILIES.by_name("flux1")
-    first = loader.load_model(ModelConfig(source="tiny"), placement, family=flux1, preset="schnell")
-    assert loader.load_model(ModelConfig(source="tiny"), placement, family=flux1, preset="schnell") is first
-    assert loader.load_model(ModelConfig(source="tiny-dev"), placement, family=flux1, preset="dev") is not first
+    first = MODELS.load(ModelConfig(source="tiny"), placement, family=flux1, preset="schnell")
+    assert MODELS.load(ModelConfig(source="tiny"), placement, family=flux1, preset="schnell") is first
+    assert MODELS.load(ModelConfig(source="tiny-dev"), placement, family=flux1, preset="dev") is not first
 
 
 def _raise(exc):

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 from test_readme import doc_commands, run_example, workspace  # noqa: F401  (workspace: the fixture)
 
-PAGES = ["batch.md", "memory.md", "speed.md", "training.md"]
+PAGES = ["batch.md", "flux2.md", "images.md", "memory.md", "speed.md", "training.md"]
 
 
 def toml_blocks(page: str) -> list[str]:

@@ -13,11 +13,12 @@ from safetensors.torch import load_file, save_file
 
 import lora_files as lf
 from conftest import pixels
-from localflux import loader, pipeline
+from localflux import pipeline
 from localflux.errors import LoraError
 from localflux.lora import inspect as lora_inspect
-from localflux.lora.convert import convert_lora
+from localflux.lora.rewrite import rewrite_lora  # noqa: F401  (behind `localflux lora convert`)
 from localflux.lora.kohya import write_kohya
+from localflux.model_cache import MODELS
 
 BASE = {"model": {"source": "tiny", "device": "cpu"}, "prompt": {"subject": "a red cat"},
         "size": {"width": 64, "height": 64}, "sampling": {"seed": 3}}
@@ -248,7 +249,7 @@ def test_lora_flag_parsing():
 
 
 def test_fp8_or_quantized_base_is_never_fused():
-    from localflux.lora.apply import resolve_fuse_mode
+    from localflux.lora.state import resolve_fuse_mode
 
     model = pipeline.load(pipeline.plan(pipeline.coerce_config(dict(BASE))))
     assert resolve_fuse_mode("auto", model.pipe) == "fused"
@@ -264,7 +265,7 @@ def test_fp8_or_quantized_base_is_never_fused():
 
 def test_qkv_fusion_only_after_merging(files):
     image, _ = render([{"path": files["kohya"], "scale": 1.0}], fuse="fused")
-    loader.clear_cache()
+    MODELS.clear()
     try:
         model = pipeline.load(pipeline.plan(pipeline.coerce_config(dict(BASE))))
         model.pipe.transformer.fuse_qkv_projections()
@@ -273,7 +274,7 @@ def test_qkv_fusion_only_after_merging(files):
         fused_qkv, _ = render([{"path": files["kohya"], "scale": 1.0}], fuse="fused")
         assert max_diff(fused_qkv, image) <= 1
     finally:
-        loader.clear_cache()
+        MODELS.clear()
 
 
 # ---------------------------------------------------------------- inspect, convert, kohya export

@@ -319,7 +319,7 @@ def test_a_layer_under_both_namings_uses_the_diffusers_named_copy(tmp_path, capl
     # civitai has files holding one LoRA twice (PEFT "transformer." keys and kohya keys); diffusers keeps the
     # PEFT half. localflux must not let the kohya copy silently replace it (or add to it).
     import lora_files as lf
-    from localflux.lora.apply import convert
+    from localflux.lora.to_diffusers import convert
     from localflux.lora.files import read_lora
 
     named = lf.diffusers_tensors(seed=0, modules={"attn.to_out.0": (lf.WIDTH, lf.WIDTH)})

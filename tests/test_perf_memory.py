@@ -16,9 +16,9 @@ BASE = {"model": {"source": "tiny", "device": "cpu"}, "prompt": {"subject": "a f
 
 def render(memory=None, speed=None, source=None, **model):
     from localflux import pipeline
-    from localflux.loader import clear_cache
+    from localflux.model_cache import MODELS
 
-    clear_cache()
+    MODELS.clear()
     config = json.loads(json.dumps(BASE))
     config["model"].update(model, **({"source": source} if source else {}))
     config["memory"] = memory or {}

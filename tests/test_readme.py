@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 
 REAL_WEIGHT_MARKERS = ("configs/schnell.toml", "configs/dev.toml", "configs/portrait.toml", "weights/FLUX.1-dev",
-                       "configs/train-subject.toml", "configs/dev-12gb.toml")
+                       "configs/train-subject.toml", "configs/dev-12gb.toml", "FLUX.2-klein", "configs/klein.toml")
 
 
 def readme_commands() -> list[list[str]]:
@@ -68,6 +68,11 @@ def workspace(tmp_path, tiny_folders):
         Image.open(path).resize((384, 384), Image.Resampling.NEAREST).save(path)
     with Image.open(REPO / "tests" / "data" / "upscale" / "astronaut-64.png") as photo:  # a real photo crop
         photo.convert("RGB").crop((0, 0, 48, 48)).save(tmp_path / "photo.png")
+    mask = Image.new("L", (48, 48), 0)  # docs/images.md: a mask over the middle of photo.png
+    mask.paste(255, (12, 16, 36, 32))
+    mask.save(tmp_path / "mask.png")
+    for name, colour in (("anna.png", (200, 150, 120)), ("light.png", (240, 230, 200)), ("fox.png", (210, 90, 30))):
+        Image.new("RGB", (96, 80), colour).save(tmp_path / name)  # docs/flux2.md and README: FLUX.2 references
     return tmp_path
 
 

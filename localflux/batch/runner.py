@@ -298,9 +298,9 @@ def _free_memory() -> None:
     """Drop loaded pipelines so the next attempt (or item) starts from a clean device."""
     import torch
 
-    from ..loader import clear_cache
+    from ..model_cache import MODELS
 
-    clear_cache()
+    MODELS.clear()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -27,6 +27,9 @@ FLAG_KEYS = {
     "offload": "memory.offload",
     "lora_fuse": "lora_options.fuse",
     "memory": "memory.plan",
+    "image": "input.image",
+    "mask": "input.mask",
+    "strength": "input.strength",
 }
 
 
@@ -60,8 +63,42 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
                              "replaces the config file's [[lora]] entries")
     parser.add_argument("--lora-fuse", choices=["auto", "fused", "unfused"],
                         help="merge LoRAs into the weights or keep separate adapters (default auto)")
+    add_input_options(parser)
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set sampling.steps=8 (repeatable; wins over everything)")
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """``[input]`` flags (docs/images.md): image-conditioned tasks."""
+    group = parser.add_argument_group("image inputs (docs/images.md)")
+    group.add_argument("--image", metavar="FILE", help="start from this picture (img2img; with --mask: inpaint)")
+    group.add_argument("--mask", metavar="FILE", help="white = repaint (inpaint, FLUX.1 Fill)")
+    group.add_argument("--strength", type=float, help="0 < s <= 1: how much of --image is repainted "
+                                                      "(default: the pipeline's, 0.6; Fill 1.0)")
+    group.add_argument("--outpaint", metavar="L,T,R,B", help="extend --image by these pixels on each side")
+    group.add_argument("--reference", action="append", metavar="FILE",
+                       help="a reference for a FLUX.1 Kontext model (repeat: stitched side by side)")
+
+
+def input_flags(args) -> dict:
+    """The list-valued ``[input]`` flags, parsed (``--outpaint``, ``--reference``)."""
+    from ..config import ConfigError
+
+    flags = {}
+    text = getattr(args, "outpaint", None)
+    if text is not None:
+        parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            values = None
+        if values is None or len(values) != 4:
+            raise ConfigError(f"--outpaint {text!r} must be four whole numbers LEFT,TOP,RIGHT,BOTTOM (pixels to add), "
+                              "e.g. --outpaint 0,0,256,0")
+        flags["input.outpaint"] = values
+    if getattr(args, "reference", None):
+        flags["input.references"] = list(args.reference)
+    return flags
 
 
 def add_parser(subparsers) -> None:
@@ -77,7 +114,8 @@ def add_parser(subparsers) -> None:
 def config_from_args(args):
     from ..config import load_config
 
-    flags = {key: getattr(args, name) for name, key in FLAG_KEYS.items()}
+    flags = {key: getattr(args, name, None) for name, key in FLAG_KEYS.items()}
+    flags.update(input_flags(args))
     if getattr(args, "lora", None):
         flags["lora"] = [parse_lora_option(text) for text in args.lora]
     return load_config(args.config, flags=flags, sets=args.sets)

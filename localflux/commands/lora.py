@@ -32,7 +32,7 @@ def run_inspect(args) -> int:
 
 
 def run_convert(args) -> int:
-    from ..lora.convert import convert_lora
+    from ..lora.rewrite import rewrite_lora
 
-    print(convert_lora(args.path, args.to, args.out), flush=True)
+    print(rewrite_lora(args.path, args.to, args.out), flush=True)
     return 0

@@ -44,6 +44,7 @@ class Family:
     tasks: tuple[str, ...] = ("text",)  # the tasks this family can run
     # memory = "auto" may keep the big text encoder in system memory (encoding on the CPU) when nothing else fits
     auto_text_on_cpu: bool = False
+    inpaint_with_references = False  # the inpaint task runs through tasks/reference.py (FLUX.2's pipeline)
 
     # ---- detection (no weights loaded)
     def claims(self, source: "Source") -> bool:
@@ -89,11 +90,11 @@ class Family:
 
     def owns_pipeline(self, pipe) -> bool:
         """Whether a loaded diffusers pipeline is one of this family's (the LoRA stage asks)."""
-        return any(isinstance(pipe, self.pipeline_class(task)) for task in self.tasks)
+        return False
 
-    def task_pipeline(self, pipe, task: str):
-        """The loaded (text) pipeline's components under ``task``'s diffusers class; the same pipe by default."""
-        return pipe
+    def task_pipeline(self, pipe, role: str):
+        """The pipeline running ``role`` over the loaded pipeline's modules (nothing reloaded)."""
+        raise NotImplementedError
 
     def load(self, source: "Source", placement: "Placement", preset: str, memory_plan) -> "LoadedModel":
         raise NotImplementedError

@@ -134,7 +134,7 @@ def refuse_unsupported(lora: LoraFile) -> None:
     if control:
         raise LoraError(f"{str(lora.path)!r} is a BFL control LoRA (FLUX.1 Canny/Depth style, full weights such as "
                         f"{control[0]!r}); it needs a control pipeline with a control image, which localflux does not run")
-    config = peft_metadata(lora.metadata)
+    config = peft_metadata(lora.metadata, "transformer")
     if config.get("use_dora"):
         raise LoraError(f"{str(lora.path)!r} is a DoRA file (use_dora in its metadata); localflux applies plain LoRAs only")
 
@@ -144,16 +144,22 @@ def _changes_something(tensor, kind: str) -> bool:
     return not kind.startswith("full-rank") or bool(tensor.ne(0).any())
 
 
-def peft_metadata(metadata: dict[str, str]) -> dict:
-    """The PEFT LoraConfig that diffusers' ``save_lora_weights`` stores in the metadata (prefix stripped)."""
-    text = metadata.get("lora_adapter_metadata")
+def peft_metadata(metadata: dict[str, str] | None, component: str | None = None) -> dict:
+    """The PEFT LoraConfig that diffusers' ``save_lora_weights`` stores (``lora_adapter_metadata``), as diffusers
+    reads it: ``{"transformer.r": ..., "transformer.lora_alpha": ...}``; ``{}`` when there is none or it is not
+    JSON. With ``component`` ("transformer"), only that component's entries, prefix stripped."""
+    text = (metadata or {}).get("lora_adapter_metadata")
     if not text:
         return {}
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
         return {}
-    return {key.split(".", 1)[1]: value for key, value in data.items() if key.startswith("transformer.")}
+    if not isinstance(data, dict):
+        return {}
+    if component is None:
+        return data
+    return {key.split(".", 1)[1]: value for key, value in data.items() if key.startswith(component + ".")}
 
 
 def is_weight_key(key: str) -> bool:
@@ -201,8 +207,6 @@ def detect_format(lora: LoraFile) -> str:
         return "fal (BFL keys under base_model.model.)"
     if has(*bfl):
         return "BFL keys (lora_A/lora_B)"
-    if any("query_norm.scale" in k for k in keys):
-        return "bfl-control"
     if has("base_model.model."):
         return "peft (base_model.model. prefix)"
     if any(".lora_down.weight" in k for k in keys):

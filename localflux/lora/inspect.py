@@ -41,7 +41,7 @@ def inspect_lora(path: str | Path) -> dict:
     alphas = {module_of(k): float(lora.tensors[k].float().item()) for k in lora.tensors if is_alpha_key(k)}
     ranks = Counter(lora.tensors[k].shape[0] for k in weights
                     if k.endswith((".lora_down.weight", ".lora_A.weight", ".down.weight")) and lora.tensors[k].ndim == 2)
-    peft = peft_metadata(lora.metadata)
+    peft = peft_metadata(lora.metadata, "transformer")
     if peft.get("lora_alpha") is not None and not alphas:
         alpha_text = f"{peft['lora_alpha']} (PEFT metadata)"
     elif alphas:

@@ -1,6 +1,6 @@
 """The key layouts diffusers 0.42's FLUX converter gets wrong, put right around it.
 
-``convert_full`` (in ``apply.py``) still lets diffusers convert what it converts correctly; this module
+``to_diffusers.convert`` still lets diffusers convert what it converts correctly; this module
 does the rest, so every layout other tools write ends as one diffusers/PEFT dict with the strength the
 file means (``alpha / rank`` per module, alpha = rank where a file has none):
 

@@ -13,7 +13,7 @@ the pipeline class in each family that supports it, and an entry in the contract
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -30,10 +30,14 @@ class Prepared:
     inputs: list[dict] = field(default_factory=list)  # recipe records: role, path, sha256, size, steps, source, license
     record: dict[str, Any] = field(default_factory=dict)  # the task's other recipe facts (strength used, …)
     size: "Size | None" = None  # when the task decides the output size (e.g. the input image's size)
+    role: str = "text"  # which diffusers class runs it (a family maps it to a diffusers class: Family.task_pipeline)
+    per_image: tuple[str, ...] = ()  # kwargs repeated once per image of a pass (each seed's generator draws its own)
+    finish: "Callable | None" = None  # image -> image after decoding (paste-back); None: unchanged
 
 
 class Task:
     name: str = ""
+    role: str = "text"  # the diffusers pipeline role this task needs
 
     def select(self, config: "Config", family: "Family", preset: str) -> bool:
         """Whether this task is what ``config`` asks of a model of ``family``/``preset``."""

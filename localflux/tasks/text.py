@@ -1,12 +1,16 @@
-"""Text-to-image: conditioned on the prompt alone (every family runs it)."""
+"""Text to image: no input images (``FluxPipeline``)."""
 
 from __future__ import annotations
 
-from .base import Task
+from .base import Prepared, Task
 
 
-class TextToImage(Task):
+class TextTask(Task):
     name = "text"
+    role = "text"
 
     def select(self, config, family, preset) -> bool:
-        return True  # the fallback: asked last, when no task with image inputs applies
+        return True  # the last in the registry: what remains when no input is given
+
+    def prepare(self, config, family, preset, size) -> Prepared:
+        return Prepared(self.name, role=self.role, size=size)

@@ -149,9 +149,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     main = accelerator.is_main_process
     dtype = pick_dtype(device_name, config.model.dtype)
 
-    # Loaded on the CPU: the text encoders visit the accelerator only to fill the cache.
+    # Loaded on the CPU: the text encoders visit the accelerator only to fill the cache. A private copy, never in
+    # the model cache: training attaches adapters to it, which later renders in this process must not see.
     _, family, preset = identify(config.model)
-    loaded = load_model(config.model, Placement("cpu", dtype), family=family, preset=preset, cache=False)
+    loaded = load_model(config.model, Placement("cpu", dtype), family=family, preset=preset)
     pipe = loaded.pipe
     model_sha = base_model_hash(loaded)
     _check_buckets(pre.dataset, pipe.vae_scale_factor)

@@ -125,9 +125,10 @@ def read_picture(path: Path) -> Picture:
     path = Path(path)
     if not path.is_file():
         raise UpscaleError(f"input image {str(path)!r} not found")
+    from ..tasks.images import open_checked
+
     try:
-        with Image.open(path) as image:
-            image.load()
+        with open_checked(path, f"input {str(path)!r}") as image:
             text = dict(getattr(image, "text", None) or {})
             header = pngio.png_header(path) if image.format == "PNG" else None
             if header and header[2] == 16 and header[3] != 0:

@@ -14,7 +14,11 @@ from ...geometry import FLUX_VAE_SCALE_FACTOR, vae_scale_factor_of_model
 from ...schedule import flux_sigmas
 from ...weightfile import safetensors_keys
 from ..base import Family
+from ...errors import ModelSourceError
+from ...weightfile import tensor_shapes
+from .pipelines import pipeline_class, preset_of_config, preset_of_folder, task_pipeline
 from .presets import CLIP_MAX_TOKENS, PRESETS, config_root
+from .single_file import infer_config
 from .tiny import BUILTIN
 
 if TYPE_CHECKING:
@@ -39,7 +43,7 @@ class Flux1(Family):
     label = "FLUX.1"
     presets = PRESETS
     builtin = BUILTIN
-    tasks = ("text",)
+    tasks = ("text", "img2img", "inpaint", "fill", "kontext")
 
     # ---- detection
     def claims(self, source: "Source") -> bool:
@@ -54,16 +58,25 @@ class Flux1(Family):
         return not any(marker in source.text.lower() for marker in _FLUX2_MARKERS)
 
     def detect_preset(self, source: "Source") -> str:
-        """``schnell`` or ``dev``: from the transformer's guidance embedding, else from the name."""
+        """``fill`` (transformer input width), ``kontext`` (model_index.json's pipeline class), else ``schnell`` or
+        ``dev`` from the transformer's guidance embedding; from the name only for a hub id not on disk yet."""
         if source.kind == "tiny":
             return self.builtin[source.text]
+        if source.kind in ("folder", "hub") and source.path is not None:
+            special = preset_of_folder(source.path)
+            if special is not None:
+                return special
         if source.kind == "single_file":
-            return "dev" if _single_file_has_guidance(source.path) else "schnell"
+            return _single_file_preset(source)
         if source.path is not None:
             config_file = source.path / "transformer" / "config.json"
             if config_file.is_file():
                 return "dev" if json.loads(config_file.read_text()).get("guidance_embeds") else "schnell"
-        return "schnell" if "schnell" in source.text.lower() else "dev"
+        lowered = source.text.lower()
+        for name in ("fill", "kontext", "schnell"):  # a hub id that is not downloaded yet: its name is all there is
+            if f"flux.1-{name}" in lowered:
+                return name
+        return "dev"
 
     def vae_scale_factor(self, source: "Source") -> int:
         return vae_scale_factor_of_model(source, FLUX_VAE_SCALE_FACTOR)
@@ -109,9 +122,14 @@ class Flux1(Family):
 
     # ---- loading
     def pipeline_class(self, task: str):
-        from diffusers import FluxPipeline
+        return pipeline_class(task)
 
-        return {"text": FluxPipeline}[task]
+    def task_pipeline(self, pipe, role: str):
+        return task_pipeline(pipe, role)
+
+    def owns_pipeline(self, pipe) -> bool:
+        name = type(pipe).__name__
+        return name.startswith("Flux") and not name.startswith("Flux2")
 
     def load(self, source, placement, preset, memory_plan):
         from . import loading  # loading imports the generic loader, which imports this registry
@@ -162,6 +180,19 @@ def _model_index(source: "Source") -> dict | None:
         return json.loads((root / "model_index.json").read_text())
     except ValueError:
         return None
+
+
+def _single_file_preset(source: "Source") -> str:
+    if source.path.suffix.lower() != ".gguf":
+        try:
+            special = preset_of_config(infer_config(tensor_shapes(source.path)), source.text)
+        except ModelSourceError:
+            raise
+        except Exception:  # noqa: BLE001 - safetensors raises several types for a damaged header
+            special = None  # not a FLUX transformer: refused just below, in one line
+        if special is not None:
+            return special
+    return "dev" if _single_file_has_guidance(source.path) else "schnell"
 
 
 def _single_file_has_guidance(path) -> bool:

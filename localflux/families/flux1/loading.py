@@ -102,7 +102,7 @@ def _transformer_config_root(source: Source, preset: str) -> Path:
     base = source.base.path if source.base else None
     if base is not None and (base / "transformer" / "config.json").is_file():
         return base
-    return config_root(preset)
+    return config_root(preset, "transformer")
 
 
 def _load_nf4(source: Source, placement: Placement, preset: str) -> LoadedModel:

@@ -20,6 +20,12 @@ PRESETS = {
     # FLUX.1 [dev]: guidance-distilled; the model card recommends ~28-50 steps at guidance 3.5
     # and 512 T5 tokens (diffusers' FluxPipeline defaults: 28 steps, 3.5, 512).
     "dev": Preset("dev", steps=28, guidance=3.5, max_sequence_length=512, hub_id="black-forest-labs/FLUX.1-dev"),
+    # FLUX.1 Fill [dev]: inpainting/outpainting model (384 input channels); diffusers' FluxFillPipeline
+    # defaults and BFL's model card: 50 steps at guidance 30, 512 T5 tokens.
+    "fill": Preset("fill", steps=50, guidance=30.0, max_sequence_length=512, hub_id="black-forest-labs/FLUX.1-Fill-dev"),
+    # FLUX.1 Kontext [dev]: edits from a reference image; FluxKontextPipeline's defaults: 28 steps, 3.5, 512.
+    "kontext": Preset("kontext", steps=28, guidance=3.5, max_sequence_length=512,
+                      hub_id="black-forest-labs/FLUX.1-Kontext-dev"),
 }
 
 # Hard limits of the text encoders: CLIP-L reads 77 tokens; FluxPipeline refuses T5 > 512.
@@ -27,6 +33,17 @@ CLIP_MAX_TOKENS = 77
 T5_MAX_TOKENS = 512
 
 
-def config_root(preset: str) -> Path:
-    """The packaged published config folder of a FLUX.1 preset (the one preset -> folder mapping)."""
-    return CONFIGS / ("FLUX.1-dev" if preset != "schnell" else "FLUX.1-schnell")
+# Fill and Kontext are FLUX.1 [dev] derivatives: same text encoders, VAE and (dynamic) scheduler,
+# their own transformer configs.
+_PUBLISHED = {"schnell": "FLUX.1-schnell", "dev": "FLUX.1-dev", "fill": "FLUX.1-dev", "kontext": "FLUX.1-dev"}
+_OWN_TRANSFORMER = {"fill": "FLUX.1-Fill-dev", "kontext": "FLUX.1-Kontext-dev"}
+
+
+def config_root(preset: str, component: str = "") -> Path:
+    """The packaged published config folder of a FLUX.1 preset (the one preset -> folder mapping).
+
+    ``component="transformer"`` gives the folder whose ``transformer/config.json`` is that preset's own.
+    """
+    if component == "transformer" and preset in _OWN_TRANSFORMER:
+        return CONFIGS / _OWN_TRANSFORMER[preset]
+    return CONFIGS / _PUBLISHED.get(preset, "FLUX.1-schnell")

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 
-BUILTIN = {"tiny": "schnell", "tiny-schnell": "schnell", "tiny-dev": "dev"}  # name -> preset
+BUILTIN = {"tiny": "schnell", "tiny-schnell": "schnell", "tiny-dev": "dev", "tiny-fill": "fill",
+           "tiny-kontext": "kontext"}  # name -> preset
+VARIANTS = ("schnell", "dev", "fill", "kontext")
 TINY_SEED = 20240801
 
 # Byte-level characters: printable ASCII is enough for prompts in tests and the demo; other
@@ -27,12 +29,12 @@ def build_tiny_components(variant: str) -> dict:
     """Return the FluxPipeline components of the tiny model (``variant`` is ``schnell`` or ``dev``)."""
     import torch
 
-    if variant not in ("schnell", "dev"):
+    if variant not in VARIANTS:
         raise ValueError(f"unknown tiny variant {variant!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         components = {
-            "transformer": _tiny_transformer(guidance_embeds=variant == "dev"),
+            "transformer": _tiny_transformer(guidance_embeds=variant != "schnell", fill=variant == "fill"),
             "vae": _tiny_vae(),
             "text_encoder": _tiny_clip(),
             "text_encoder_2": _tiny_t5(),
@@ -47,22 +49,29 @@ def build_tiny_components(variant: str) -> dict:
 
 
 def build_tiny_pipeline(variant: str):
+    """The base ``FluxPipeline`` of the tiny model (tasks build their own pipeline from its components)."""
     from diffusers import FluxPipeline
 
     return FluxPipeline(**build_tiny_components(variant))
 
 
 def save_tiny_model(variant: str, folder) -> None:
-    """Write the tiny model as an ordinary diffusers folder (``FluxPipeline.from_pretrained`` reads it)."""
-    build_tiny_pipeline(variant).save_pretrained(folder)
+    """Write the tiny model as an ordinary diffusers folder; ``model_index.json`` names the variant's own
+    pipeline class (``FluxFillPipeline``, ``FluxKontextPipeline``) as the published models do."""
+    from .pipelines import pipeline_class
+
+    role = {"fill": "fill", "kontext": "kontext"}.get(variant, "text")
+    pipeline_class(role)(**build_tiny_components(variant)).save_pretrained(folder)
 
 
-def _tiny_transformer(guidance_embeds: bool):
+def _tiny_transformer(guidance_embeds: bool, fill: bool = False):
     from diffusers import FluxTransformer2DModel
 
+    # Fill: per token [noisy 64 | masked-image latents 64 | mask 8x8 pixels x 2x2 patches = 256] = 384 in, 64 out
     return FluxTransformer2DModel(
         patch_size=1,
-        in_channels=64,
+        in_channels=384 if fill else 64,
+        out_channels=64 if fill else None,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,

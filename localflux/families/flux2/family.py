@@ -38,7 +38,8 @@ class Flux2(Family):
     label = "FLUX.2"
     presets = PRESETS
     builtin = BUILTIN
-    tasks = ("text",)
+    tasks = ("text", "reference", "inpaint")
+    inpaint_with_references = True
     auto_text_on_cpu = True  # FLUX.2 [dev]'s 23 B Mistral encoder: on a 24 GB card it encodes from system memory
 
     # ---- detection
@@ -92,6 +93,17 @@ class Flux2(Family):
         if config.sampling.true_cfg != 1.0:
             raise ConfigError("sampling.true_cfg is FLUX.1's; FLUX.2 [klein] base runs CFG at sampling.guidance "
                               "(default 4.0): set that instead")
+        given = config.input
+        if given.image is not None and given.mask is None:
+            what = "--outpaint" if given.outpaint is not None else "--image without --mask"
+            raise ConfigError(f"{what}: diffusers has no FLUX.2 img2img/outpaint pipeline; to edit from a picture pass "
+                              "it as --reference (input.references), or add --mask to inpaint")
+        if given.paste_back or given.outpaint is not None:
+            raise ConfigError("input.paste_back / --outpaint are FLUX.1 inpaint options; FLUX.2 inpaint takes "
+                              "--image, --mask, --strength and --reference")
+        if given.mask is not None and preset == "flux2-dev":
+            raise ConfigError("FLUX.2 [dev] has no inpaint pipeline in diffusers (Flux2KleinInpaintPipeline is klein "
+                              "only); use a klein model or --reference")
         memory = config.memory
         if memory.cache_t5:
             raise ConfigError("memory.cache_t5 = true is for FLUX.1's T5 encoder; FLUX.2 models do not support it yet: "
@@ -140,10 +152,10 @@ class Flux2(Family):
     def owns_pipeline(self, pipe) -> bool:
         return type(pipe).__name__ in PIPELINE_CLASSES
 
-    def task_pipeline(self, pipe, task: str):
+    def task_pipeline(self, pipe, role: str):
         from .model import task_pipeline
 
-        return task_pipeline(pipe, task)
+        return task_pipeline(pipe, role)
 
     def load(self, source, placement, preset, memory_plan):
         from . import model  # model imports the generic loader, which imports this registry

@@ -1,6 +1,7 @@
-"""``convert_lora``: rewrite a LoRA file in diffusers or kohya keys, with the same effect on the image.
+"""``rewrite_lora``: write a LoRA file again in diffusers or kohya keys, with the same effect on the image
+(the ``localflux lora convert`` command).
 
-Reading is the same conversion the render stage loads (``apply.convert``: diffusers' converter plus
+Reading is the same conversion the render stage loads (``to_diffusers.convert``: diffusers' converter plus
 ``layouts``), so "what the file means" is decided in one place. Its result has every alpha folded into
 the weights; ``--to diffusers`` writes it as it is (no ``.alpha`` tensors, no PEFT config: strength 1),
 ``--to kohya`` hands it to ``kohya.write_kohya``. Both are written in the source's weight dtype.
@@ -13,6 +14,7 @@ from pathlib import Path
 from ..errors import LoraError
 from .files import is_weight_key, read_lora, refuse_unsupported
 from .layouts import is_t5_key
+from .to_diffusers import convert
 
 TARGETS = ("diffusers", "kohya")
 # metadata worth carrying into a converted file: trigger words and training notes
@@ -20,10 +22,8 @@ _CARRIED = ("trigger_word", "trigger_phrase", "name", "version", "software", "tr
             "ss_output_name", "ss_training_comment", "modelspec.title", "modelspec.trigger_phrase")
 
 
-def convert_lora(source: str | Path, to: str, out: str | Path) -> Path:
+def rewrite_lora(source: str | Path, to: str, out: str | Path) -> Path:
     """Write ``source`` as a ``to`` (diffusers | kohya) LoRA at ``out`` (never overwritten); returns ``out``."""
-    from .apply import convert
-
     if to not in TARGETS:
         raise LoraError(f"cannot convert to {to!r}; choose one of {', '.join(TARGETS)}")
     out = Path(out)
