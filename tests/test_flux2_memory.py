@@ -19,9 +19,9 @@ BASE = {"model": {"source": "tiny-flux2", "device": "cpu"}, "prompt": {"subject"
 
 def render(memory=None, **model):
     from localflux import pipeline
-    from localflux.loader import clear_cache
+    from localflux.model_cache import MODELS
 
-    clear_cache()
+    MODELS.clear()
     config = json.loads(json.dumps(BASE))
     config["model"].update(model)
     config["memory"] = memory or {}
