@@ -112,6 +112,12 @@ class Family:
         """The packaged published configs of ``preset`` (offline single-file loading, meta-device sizes)."""
         raise NotImplementedError
 
+    # ---- LoRA training (train/ asks)
+    def training(self):
+        """The module train/ asks for latents, text embeddings, the transformer call and LoRA targets (None: this
+        family cannot be trained); see families/flux1/training.py for what it provides."""
+        return None
+
     # ---- full-size models by name (doctor --model, bench --model)
     def sized_models(self) -> dict[str, str]:
         """Names of the full-size models this family can size from packaged configs -> their preset."""

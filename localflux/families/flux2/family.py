@@ -199,6 +199,12 @@ class Flux2(Family):
 
         return sized_footprint(name)
 
+    # ---- training
+    def training(self):
+        from . import training
+
+        return training
+
     # ---- LoRA
     def lora_to_diffusers(self, lora, tensors: dict) -> dict:
         from .lora import to_diffusers
