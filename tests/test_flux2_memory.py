@@ -203,3 +203,19 @@ def test_vae_tiling_setting_reaches_the_flux2_render():
     pixels, recipe = render({"vae_tiling": "on"})
     assert recipe["decisions"]["vae_tiling"] is True
     assert np.array_equal(pixels, reference)  # below one tile: the same decode
+
+
+# ---------------------------------------------------------------- bench
+
+
+def test_bench_dry_run_builds_every_flux2_model_on_meta(run_cli):
+    code, out, err = run_cli("bench", "--dry-run")
+    assert code == 0, err
+    assert "FLUX.2-klein-4b: transformer 3,875,544,576, text_encoder 4,022,468,096, vae 84,046,115" in out
+    assert "FLUX.2-klein-9b: transformer 9,078,581,248, text_encoder 8,190,735,360" in out
+    assert "FLUX.2-flux2-dev: transformer 32,223,281,152" in out
+
+
+def test_bench_timing_of_flux2_is_refused_in_one_line(run_cli):
+    code, out, err = run_cli("bench", "--model", "klein-4b")
+    assert code == 2 and "not wired yet" in err and len(err.strip().splitlines()) == 1
