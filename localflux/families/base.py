@@ -127,7 +127,7 @@ class Family:
         """The ``Footprint`` of a ``sized_models`` name, from the packaged (published) configs."""
         from ..loader import Source
 
-        preset = self.sized_models()[name]
+        preset = self.sized_models().get(name, name)  # a preset name sizes its default model
         return self.footprint(Source("hub", self.presets[preset].hub_id or preset), preset)
 
 

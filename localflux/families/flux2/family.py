@@ -197,7 +197,7 @@ class Flux2(Family):
     def sized_footprint(self, name: str):
         from .footprint import sized_footprint
 
-        return sized_footprint(name)
+        return sized_footprint(name) if name in self.sized_models() else super().sized_footprint(name)
 
     # ---- training
     def training(self):
