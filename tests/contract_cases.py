@@ -221,12 +221,13 @@ def _flux1_cases() -> list[Case]:
 
 def _flux2_pipe(source: str, task: str = "text"):
     """The diffusers pipeline of a FLUX.2 case's model, built from in-memory components (not localflux's loader)."""
-    from diffusers import Flux2KleinInpaintPipeline, Flux2KleinPipeline
+    from diffusers import Flux2KleinInpaintPipeline, Flux2KleinPipeline, Flux2Pipeline
 
     if source.startswith("tiny-flux2"):
         from localflux.families.flux2.tiny import build_tiny_components
 
-        cls = Flux2KleinInpaintPipeline if task == "inpaint" else Flux2KleinPipeline
+        cls = Flux2Pipeline if source == "tiny-flux2-dev" else \
+            Flux2KleinInpaintPipeline if task == "inpaint" else Flux2KleinPipeline
         pipe = cls(**build_tiny_components(source))
     else:
         import flux2_shapes
@@ -279,7 +280,7 @@ def _flux2_image(task: str, model: str, inputs: Callable[[Workspace], dict]) -> 
         config = {"model": {"source": _flux2_source(ws, model), "device": "cpu"}, "prompt": {"subject": PROMPT},
                   "input": given, "sampling": {"seed": 5, "steps": steps}}
         pipe = _flux2_pipe(model, "inpaint" if task == "inpaint" else "text")
-        guidance = 1.0 if pipe.config.is_distilled else 4.0
+        guidance = 1.0 if getattr(pipe.config, "is_distilled", False) else 4.0  # dev and klein base: 4.0
 
         def reference(seed: int):
             refs = [load_image(str(path)) for path in given.get("references", [])]
@@ -302,12 +303,16 @@ def flux2_cases() -> list[Case]:
                     bad_flags=("--model", "tiny-flux2", "--prompt", "x", "--negative-prompt", "blurry")),
         _flux2_text("tiny-flux2-base", 4.0, 48, 64),
         _flux2_text("tiny-flux2-base", 3.0, 64, 64, negative="blurry, dark", label="tiny-flux2-base-negative"),
+        _flux2_text("tiny-flux2-dev", 4.0, 64, 48,
+                    bad_flags=("--model", "tiny-flux2-dev", "--prompt", "x", "--negative-prompt", "blurry")),
         _flux2_text("klein-base-named-distilled", 1.0, 80, 48),
         _flux2_text("klein-named-base", 4.0, 48, 80),
         _flux2_image("reference", "tiny-flux2", lambda ws: {"references": [str(ws.picture((100, 70), 1)),
                                                                            str(ws.picture((64, 80), 2))]}),
         _flux2_image("reference", "klein-named-base", lambda ws: {"references": [str(ws.picture((80, 64), 3)),
                                                                                  str(ws.picture((96, 96), 4))]}),
+        _flux2_image("reference", "tiny-flux2-dev", lambda ws: {"references": [str(ws.picture((100, 70), 1)),
+                                                                                str(ws.picture((64, 80), 2))]}),
         _flux2_image("inpaint", "tiny-flux2", lambda ws: {"image": str(ws.picture((100, 70), 1)),
                                                           "mask": str(ws.mask((100, 70), (20, 10, 70, 50)))}),
         _flux2_image("inpaint", "klein-base-named-distilled",

@@ -64,7 +64,7 @@ def test_a_preview_after_step_0_replays_identical(reference, run_cli):
 
 def test_a_preview_that_cannot_replay_says_why(reference, run_cli, tmp_path):
     """fp8-stored training weights: the recipe says it cannot be replayed, and replay says so in one line."""
-    from localflux.recipe import save_png
+    from localflux.io.png import save_png
 
     _, result = reference
     preview = result.run_dir / "samples" / "step-000002" / "p01-s42.png"

@@ -58,7 +58,7 @@ def _eval_loss(pipe, latents, prompt):
     t5, pooled, _ = pipe.encode_prompt(prompt, prompt, max_sequence_length=256)
     with torch.no_grad():
         return float(flow_loss(pipe.transformer, latents=latents.repeat(4, 1, 1, 1), noise=noise, sigmas=sigmas,
-                               t5=t5.repeat(n, 1, 1), pooled=pooled.repeat(n, 1), weights=torch.ones(n),
+                               text={"t5": t5.repeat(n, 1, 1), "pooled": pooled.repeat(n, 1)}, weights=torch.ones(n),
                                device="cpu", dtype=torch.float32, guidance=None))
 
 

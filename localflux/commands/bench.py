@@ -18,7 +18,8 @@ def add_parser(subparsers) -> None:
         description="Build full-size FLUX with random weights on the GPU, time the plain diffusers FluxPipeline "
                     "baseline and one localflux mode, print the ratio and append a record to the results file. "
                     "See docs/speed.md.")
-    parser.add_argument("--model", choices=["dev", "schnell"], default="dev")
+    parser.add_argument("--model", choices=["dev", "schnell", *FLUX2_MODELS], default="dev",
+                        help="FLUX.1 dev/schnell, or a FLUX.2 model (" + ", ".join(FLUX2_MODELS) + ")")
     parser.add_argument("--mode", default="fast", metavar="MODE", help=f"one of: {', '.join(MODE_NAMES)}")
     parser.add_argument("--upscaler", default="realesrgan-x4plus", metavar="NAME_OR_FILE",
                         help="--mode upscale: the upscaler timed (default realesrgan-x4plus; 1024 px input in fp16, "
@@ -37,6 +38,9 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+FLUX2_MODELS = ("klein-4b", "klein-base-4b", "klein-9b", "klein-base-9b", "flux2-dev")  # families/flux2/footprint.py
+
+
 # the smallest value each number flag takes (a 0 would otherwise silently mean "the default")
 MINIMUMS = {"repeats": 1, "warmup": 0, "steps": 1, "width": 16, "height": 16}
 
@@ -51,11 +55,20 @@ def run(args) -> int:
             raise ConfigError(f"--{name} must be at least {least}, got {getattr(args, name)}")
     if args.dry_run:
         from ..bench.models import dry_run
+        from ..families import FAMILIES
 
         for preset in ("dev", "schnell"):
             counts = dry_run(preset)
             print(f"FLUX.1-{preset}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "footprint"))
+        flux2 = FAMILIES.get("flux2") if hasattr(FAMILIES, "get") else next(f for f in FAMILIES if f.name == "flux2")
+        for name in flux2.sized_models():
+            fp = flux2.sized_footprint(name)  # transformer, VAE and Qwen3 built on the meta device
+            text = "text_encoder (Mistral, published size)" if name == "flux2-dev" else "text_encoder"
+            print(f"FLUX.2-{name}: transformer {fp.transformer:,}, {text} {fp.t5:,}, vae {fp.vae:,}")
         return 0
+    if args.model in FLUX2_MODELS:
+        raise ConfigError(f"bench --model {args.model}: timing FLUX.2 against plain diffusers is not wired yet; "
+                          "`localflux bench --dry-run` builds every FLUX.2 model on the meta device")
     from ..bench.run import print_record, run_bench, settings_from_args
 
     command = "localflux " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("localflux", "__main__.py")) else \

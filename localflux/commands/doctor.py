@@ -52,9 +52,11 @@ def run(args) -> int:
 
 
 def _preset_names() -> list[str]:
+    """Every family's presets and full-size model names (FLUX.2: klein-4b, klein-9b, flux2-dev ...)."""
     from ..families import FAMILIES
 
-    return [name for family in FAMILIES for name in family.presets]
+    names = [name for family in FAMILIES for name in family.presets]
+    return names + [name for family in FAMILIES for name in family.sized_models() if name not in names]
 
 
 def _print_memory_plans(args, device: str) -> None:
@@ -81,20 +83,20 @@ def _print_memory_plans(args, device: str) -> None:
     from ..tasks import TASKS
 
     machine = synthetic_machine(vram) if vram is not None else probe_machine(device)
-    family = FAMILIES.of_preset(preset)
-    spec = family.presets[preset]
-    footprint = family.footprint(Source("hub", spec.hub_id or preset), preset)  # the packaged (published) configs
+    family = next(f for f in FAMILIES if preset in f.presets or preset in f.sized_models())
+    spec = family.presets[family.sized_models().get(preset, preset)]
+    footprint = family.sized_footprint(preset)  # the packaged (published) configs
     size = Workload()  # 1024x1024
     work = Workload(max_sequence_length=spec.max_sequence_length,
                     **TASKS.by_name(task).workload(size.width, size.height, 2 * footprint.vae_scale_factor))
-    candidates = evaluate(footprint, work, machine)
+    candidates = evaluate(footprint, work, machine, text_on_cpu=family.auto_text_on_cpu)
     try:
         chosen = choose(candidates).plan
     except Exception:  # nothing fits: the table still shows what each plan needs
         chosen = None
-    text_note = "" if family.name == "flux1" else " (the T5 column is its text encoder)"
+    text_note = "" if family.name == "flux1" else " (the T5 column is its text encoder; cpu: it encodes from system memory)"
     note = work.task_note(footprint.vae_scale_factor)
-    name = spec.hub_id.split("/")[-1] if spec.hub_id else f"{family.label}-{preset}"
+    name = family.model_name(preset)
     print(f"\nmemory plans for {name} 1024x1024{f', task {task}' if task != 'text' else ''}{text_note} "
           f"on {machine.name} "
           f"({machine.free_vram / 2**30:.1f} GiB free; estimates, docs/memory.md):")

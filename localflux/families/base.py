@@ -42,6 +42,8 @@ class Family:
     presets: dict[str, Preset] = {}
     builtin: dict[str, str] = {}  # built-in miniature name -> preset
     tasks: tuple[str, ...] = ("text",)  # the tasks this family can run
+    # memory = "auto" may keep the big text encoder in system memory (encoding on the CPU) when nothing else fits
+    auto_text_on_cpu: bool = False
     inpaint_with_references = False  # the inpaint task runs through tasks/reference.py (FLUX.2's pipeline)
     # the prompt_kwargs keys that carry prompt *text*: left out when a task passes embeddings instead
     prompt_text_keys: tuple[str, ...] = ("prompt", "prompt_2")
@@ -111,6 +113,29 @@ class Family:
     def config_root(self, preset: str) -> "Path":
         """The packaged published configs of ``preset`` (offline single-file loading, meta-device sizes)."""
         raise NotImplementedError
+
+    # ---- LoRA training (train/ asks)
+    def training(self):
+        """The module train/ asks for latents, text embeddings, the transformer call and LoRA targets (None: this
+        family cannot be trained); see families/flux1/training.py for what it provides."""
+        return None
+
+    # ---- full-size models by name (doctor --model, bench --model)
+    def sized_models(self) -> dict[str, str]:
+        """Names of the full-size models this family can size from packaged configs -> their preset."""
+        return {preset: preset for preset in self.presets}
+
+    def model_name(self, name: str) -> str:
+        """How people call a ``sized_models`` name: its published repository name (FLUX.1-Kontext-dev)."""
+        preset = self.presets.get(self.sized_models().get(name, name))
+        return preset.hub_id.split("/")[-1] if preset is not None and preset.hub_id else f"{self.label}-{name}"
+
+    def sized_footprint(self, name: str):
+        """The ``Footprint`` of a ``sized_models`` name, from the packaged (published) configs."""
+        from ..loader import Source
+
+        preset = self.sized_models().get(name, name)  # a preset name sizes its default model
+        return self.footprint(Source("hub", self.presets[preset].hub_id or preset), preset)
 
 
 class Registry:

@@ -30,6 +30,7 @@ class Footprint:
     t5_width: int
     vae_channels: int  # the VAE decoder's widest full-resolution feature map has this many channels
     vae_scale_factor: int = 8  # image pixels per latent cell along a side (tokens = latent cells / 4)
+    text_cpu_bytes: int = 4  # bytes per big-text-encoder parameter when it encodes on the CPU (FLUX.1's T5: float32)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,7 +16,8 @@ from .footprint import T5_SKIP_PATTERNS
 
 GGUF_SUFFIX = ".gguf"
 # Names of a FLUX.1 transformer's first double block, in BFL/ComfyUI and in diffusers layout.
-_FLUX_GGUF_MARKERS = ("double_blocks.0.img_attn", "transformer_blocks.0.attn.to_q")
+_FLUX_GGUF_MARKERS = ("double_blocks.0.img_attn", "transformer_blocks.0.attn.to_q",
+                      "single_blocks.0.linear1", "single_transformer_blocks.0.attn.to_qkv_mlp_proj")  # FLUX.1, FLUX.2
 _FLUX_GGUF_INPUTS = ("img_in.weight", "x_embedder.weight")
 
 
@@ -92,13 +93,28 @@ def inspect_gguf(path: str | Path) -> tuple[str, int]:
         raise ModelSourceError(f"{str(path)!r} is not a readable GGUF file ({exc.__class__.__name__}); re-download it") from None
     names = [t.name for t in reader.tensors]
     if not (any(n.startswith(_FLUX_GGUF_MARKERS) for n in names) and any(n in _FLUX_GGUF_INPUTS for n in names)):
-        raise ModelSourceError(f"{str(path)!r} is not a FLUX.1 transformer GGUF (no FLUX transformer tensors); "
-                               "pass a FLUX.1 [dev]/[schnell] transformer .gguf, not a text encoder or another model")
+        raise ModelSourceError(f"{str(path)!r} is not a FLUX.1 transformer GGUF nor a FLUX.2 one (no FLUX transformer tensors); "
+                               "pass a FLUX.1 or FLUX.2 transformer .gguf, not a text encoder or another model")
     sizes = Counter()
     for tensor in reader.tensors:
         sizes[tensor.tensor_type.name] += int(tensor.n_bytes)
     quantized = {k: v for k, v in sizes.items() if k not in ("F32", "F16", "BF16")} or sizes
     return max(quantized, key=quantized.get), sum(sizes.values())
+
+
+def gguf_tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's logical shape in torch order (GGUF stores ggml order: fastest dimension first)."""
+    inspect_gguf(path)  # one line for a missing package or an unreadable / foreign file
+    from gguf import GGUFReader
+
+    return {t.name: tuple(int(n) for n in reversed(list(t.shape))) for t in GGUFReader(str(path)).tensors}
+
+
+def gguf_quantization(compute_dtype):
+    """diffusers' quantization config for a GGUF file (weights stay quantized, dequantized per layer)."""
+    from diffusers import GGUFQuantizationConfig
+
+    return GGUFQuantizationConfig(compute_dtype=compute_dtype)
 
 
 def gguf_has_guidance(path: str | Path) -> bool:

@@ -220,7 +220,7 @@ def host_bytes(plan: MemoryPlan, fp: Footprint, work: Workload, gguf_bytes: int 
     cb = work.compute_bytes
     t5 = weight_bytes(fp.t5, fp.t5_fp8_skipped, plan.t5, cb)
     if plan.t5_device == "cpu" and plan.offload == "none":
-        return fp.t5 * 4 if plan.t5 == "full" else t5  # encoding on the CPU runs in float32
+        return fp.t5 * fp.text_cpu_bytes if plan.t5 == "full" else t5  # FLUX.1's T5 encodes in float32 there
     transformer = weight_bytes(fp.transformer, fp.transformer_fp8_skipped, plan.transformer, cb, gguf_bytes)
     resident = transformer if plan.offload == "resident" else 0
     return transformer + t5 + (fp.clip + fp.vae) * cb - resident
@@ -249,8 +249,19 @@ def runnable(transformer: str, machine: Machine) -> str:
 
 
 def evaluate(fp: Footprint, work: Workload, machine: Machine, *, headroom: int = int(1.5 * GiB),
-             gguf: tuple[str, int] | None = None, group_blocks: int = 1, t5_device: str = "auto") -> list[Candidate]:
-    """Every candidate with its estimated peak and whether it fits and runs here."""
+             gguf: tuple[str, int] | None = None, group_blocks: int = 1, t5_device: str = "auto",
+             text_on_cpu: bool = False) -> list[Candidate]:
+    """Every candidate with its estimated peak and whether it fits and runs here.
+
+    ``text_on_cpu``: with ``t5_device = "auto"``, also weigh each candidate with the big text encoder kept
+    in system memory (encoding on the CPU), after all of those that use the accelerator for it — so within
+    a class of ``choose`` a plan that encodes on the GPU wins whenever one fits.
+    """
+    devices = [t5_device] + (["cpu"] if text_on_cpu and t5_device == "auto" else [])
+    return [c for device in devices for c in _evaluate(fp, work, machine, headroom, gguf, group_blocks, device)]
+
+
+def _evaluate(fp, work, machine, headroom, gguf, group_blocks, t5_device) -> list[Candidate]:
     results, seen = [], set()
     for transformer, t5, offload in CANDIDATES:
         if gguf is not None:  # the file fixes the transformer's format; the T5 and offload still vary
@@ -305,12 +316,12 @@ def _explain(candidate: Candidate, title: str, candidates: list[Candidate], allo
 
 def auto_plan(fp: Footprint, work: Workload, machine: Machine, *, allow_lossy: bool = True,
               headroom_gb: float = 1.5, gguf: tuple[str, int] | None = None, group_blocks: int = 1,
-              cache_t5: bool = False, t5_device: str = "auto") -> MemoryPlan:
+              cache_t5: bool = False, t5_device: str = "auto", text_on_cpu: bool = False) -> MemoryPlan:
     if machine.device == "cpu":  # offloading to where the weights already are gains nothing
         return MemoryPlan(f"gguf:{gguf[0]}" if gguf else "full", "full", "none", t5_device, cache_t5=cache_t5,
                           chosen_by="auto", reason="CPU: the weights live in system memory")
     candidates = evaluate(fp, work, machine, headroom=int(headroom_gb * GiB), gguf=gguf, group_blocks=group_blocks,
-                          t5_device=t5_device)
+                          t5_device=t5_device, text_on_cpu=text_on_cpu)
     chosen = choose(candidates, allow_lossy=allow_lossy)
     return replace(chosen.plan, cache_t5=cache_t5)
 
@@ -349,12 +360,14 @@ def synthetic_machine(free_gib: float, *, ram_gib: float = 64.0, fp8_compute: bo
 
 def table(candidates: list[Candidate], chosen: MemoryPlan | None = None) -> list[str]:
     """Rows for ``localflux doctor``."""
-    rows = [f"{'':2}{'transformer':<13}{'T5':<12}{'offload':<11}{'peak GiB':>9}{'host GiB':>9}  class / why not"]
+    w = 16 if any(c.plan.t5_device == "cpu" for c in candidates) else 12
+    rows = [f"{'':2}{'transformer':<13}{'T5':<{w}}{'offload':<11}{'peak GiB':>9}{'host GiB':>9}  class / why not"]
     for c in candidates:
         p = c.plan
-        mark = "->" if chosen is not None and (p.transformer, p.t5, p.offload) == (
-            chosen.transformer, chosen.t5, chosen.offload) else "  "
+        mark = "->" if chosen is not None and (p.transformer, p.t5, p.offload, p.t5_device) == (
+            chosen.transformer, chosen.t5, chosen.offload, chosen.t5_device) else "  "
         kind = ("lossy" if p.lossy else "lossless") + (", streaming" if p.streaming else "")
         note = kind if c.fits and c.runs else (c.why_not or "does not fit")
-        rows.append(f"{mark}{p.transformer:<13}{p.t5:<12}{p.offload:<11}{c.peak / GiB:>9.1f}{c.host / GiB:>9.1f}  {note}")
+        t5 = p.t5 + (" cpu" if p.t5_device == "cpu" else "")
+        rows.append(f"{mark}{p.transformer:<13}{t5:<{w}}{p.offload:<11}{c.peak / GiB:>9.1f}{c.host / GiB:>9.1f}  {note}")
     return rows

@@ -51,7 +51,8 @@ def resolve_plan(config, source, family, preset: str, placement, multiple: int, 
         return auto_plan(family.footprint(source, preset), workload(config, placement, multiple, size=size, task=task),
                          probe_machine(placement.device),
                          allow_lossy=memory.allow_lossy, headroom_gb=memory.headroom_gb, gguf=gguf,
-                         group_blocks=memory.group_blocks, cache_t5=memory.cache_t5, t5_device=memory.t5_device)
+                         group_blocks=memory.group_blocks, cache_t5=memory.cache_t5, t5_device=memory.t5_device,
+                         text_on_cpu=family.auto_text_on_cpu)
     transformer = f"gguf:{gguf[0]}" if gguf else memory.transformer
     return MemoryPlan(transformer, memory.t5, memory.offload, memory.t5_device, memory.group_blocks, memory.cache_t5,
                       chosen_by="manual")

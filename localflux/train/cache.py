@@ -28,8 +28,8 @@ EMPTY_CAPTION = ""  # caption dropout trains on the embedding of the empty promp
 
 @dataclass
 class TrainingCache:
-    latents: dict = field(default_factory=dict)  # (sample index, bucket) -> (16, h/8, w/8)
-    text: dict = field(default_factory=dict)  # caption -> (T5 sequence (L, D), CLIP pooled (D,))
+    latents: dict = field(default_factory=dict)  # (sample index, bucket) -> FLUX.1 (16, h/8, w/8), FLUX.2 (128, h/16, w/16)
+    text: dict = field(default_factory=dict)  # caption -> the family's tensors (FLUX.1: t5, pooled; FLUX.2: embeds)
     computed: int = 0  # entries computed in this run (0 on a rerun)
     loaded: int = 0
 
@@ -47,27 +47,29 @@ def base_model_hash(loaded) -> str:
 
 
 def build_cache(pipe, dataset: Dataset, *, cache_dir: Path, model_hash: str, device: str,
-                max_sequence_length: int, progress: bool = False) -> TrainingCache:
+                max_sequence_length: int, progress: bool = False, spec=None) -> TrainingCache:
     """Latents for every (image, bucket) and embeddings for every caption plus the empty one."""
     folder = ensure_output_dir(cache_dir)
     cache = TrainingCache()
     latent_jobs = sorted({(item.sample, item.bucket) for item in dataset.items})
     captions = sorted(set(dataset.captions) | {EMPTY_CAPTION})
     bar = _bar(len(latent_jobs) + len(captions), progress)
+    if spec is None:
+        from ..families.flux1 import training as spec  # the FLUX.1 default of older callers
     vae_dtype = str(pipe.vae.dtype)
     for sample_index, bucket in latent_jobs:
         sample = dataset.samples[sample_index]
         key = _key("latent", model_hash, sample.sha256, bucket, vae_dtype, PIXELS_VERSION)
         cache.latents[(sample_index, bucket)] = _cached(
             cache, folder / "latents" / f"{key}.safetensors",
-            lambda: {"latent": _encode_latent(pipe, sample.path, bucket, device)})["latent"]
+            lambda: {"latent": _encode_latent(pipe, sample.path, bucket, device, spec)})["latent"]
         _tick(bar)
-    text_dtype = str(pipe.text_encoder_2.dtype)
+    text_dtype = spec.text_dtype(pipe)
     for caption in captions:
         key = _key("text", model_hash, caption, max_sequence_length, text_dtype)
         entry = _cached(cache, folder / "text" / f"{key}.safetensors",
-                        lambda: _encode_text(pipe, caption, device, max_sequence_length))
-        cache.text[caption] = (entry["t5"], entry["pooled"])
+                        lambda: _encode_text(pipe, caption, device, max_sequence_length, spec))
+        cache.text[caption] = entry
         _tick(bar)
     if bar is not None:
         bar.close()
@@ -98,23 +100,19 @@ def _cached(cache: TrainingCache, path: Path, compute) -> dict:
     return load(path.read_bytes())
 
 
-def _encode_latent(pipe, path: Path, bucket: tuple[int, int], device: str):
+def _encode_latent(pipe, path: Path, bucket: tuple[int, int], device: str, spec):
     import torch
 
     pixels = pixels_for_bucket(path, bucket)[None].to(device=device, dtype=pipe.vae.dtype)
     with torch.no_grad():
-        mean = pipe.vae.encode(pixels).latent_dist.mean
-    config = pipe.vae.config
-    return ((mean - config.shift_factor) * config.scaling_factor)[0]
+        return spec.encode_latent(pipe, pixels)
 
 
-def _encode_text(pipe, caption: str, device: str, max_sequence_length: int) -> dict:
+def _encode_text(pipe, caption: str, device: str, max_sequence_length: int, spec) -> dict:
     import torch
 
     with torch.no_grad():  # outside no_grad the embeddings differed from a render's in a check here
-        t5, pooled, _ = pipe.encode_prompt(prompt=caption, prompt_2=caption, device=device,
-                                           num_images_per_prompt=1, max_sequence_length=max_sequence_length)
-    return {"t5": t5[0], "pooled": pooled[0]}
+        return spec.encode_text(pipe, caption, device, max_sequence_length)
 
 
 def _bar(total: int, progress: bool):

@@ -142,7 +142,8 @@ def _helpers_to(pipe, device: str) -> bool:
     if device == "cpu":
         return False
     for name in ("text_encoder", "text_encoder_2", "vae"):
-        getattr(pipe, name).to(device)
+        if getattr(pipe, name, None) is not None:  # FLUX.2 has one text encoder
+            getattr(pipe, name).to(device)
     return True
 
 

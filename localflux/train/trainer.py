@@ -31,6 +31,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import schedule
 from ..errors import ConfigError, TrainingError
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -154,6 +155,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     # Loaded on the CPU: the text encoders visit the accelerator only to fill the cache. A private copy, never in
     # the model cache: training attaches adapters to it, which later renders in this process must not see.
     _, family, preset = identify(config.model)
+    spec = family.training()
+    if spec is None:
+        raise ConfigError(f"LoRA training is not available for {family.label} models")
     loaded = load_model(config.model, Placement("cpu", dtype), family=family, preset=preset)
     pipe = loaded.pipe
     model_sha = base_model_hash(loaded)
@@ -161,13 +165,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     max_len = family.presets[preset].max_sequence_length
     cache_dir = Path(config.memory.cache_dir or pre.run_dir / "cache")
     with accelerator.main_process_first():
-        _helpers(pipe, device)
+        _helpers(pipe, device, spec)
         cache = build_cache(pipe, pre.dataset, cache_dir=cache_dir, model_hash=model_sha, device=device,
-                            max_sequence_length=max_len, progress=progress and main)
-        _helpers(pipe, "cpu")
+                            max_sequence_length=max_len, progress=progress and main, spec=spec)
+        _helpers(pipe, "cpu", spec)
 
     transformer = pipe.transformer
-    add_lora(transformer, config, device=device)
+    add_lora(transformer, config, device=device, spec=spec)
     if config.memory.fp8_base:
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=getattr(torch, dtype))
     transformer.to(device)
@@ -213,13 +217,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         loss_sum = torch.zeros((), device=device)
         for micro in range(accum):
             _die_at(kill_at, step, micro)
-            batch = _draw_batch(order.next(), pre.dataset, cache, config, generator, pipe, loaded.preset)
+            batch = _draw_batch(order.next(), pre.dataset, cache, config, generator, pipe, spec)
             sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
             with sync:
                 with accelerator.autocast():
                     loss = flow_loss(model, **_slice(batch, local), device=device, dtype=getattr(torch, dtype),
                                      guidance=config.training.guidance if guidance_embeds else None,
-                                     vae_scale_factor=pipe.vae_scale_factor)
+                                     vae_scale_factor=pipe.vae_scale_factor, spec=spec)
                 accelerator.backward(loss / accum)
             loss_sum += loss.detach()
         if config.optimizer.max_grad_norm > 0:
@@ -269,13 +273,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
 # ---------------------------------------------------------------- building blocks
 
 
-def add_lora(transformer, config: TrainConfig, *, device: str = "cpu") -> list[str]:
+def add_lora(transformer, config: TrainConfig, *, device: str = "cpu", spec=None) -> list[str]:
     """Freeze the transformer and add the ``default`` adapter on the configured modules; returns their names."""
     import torch
     from peft import LoraConfig as PeftLoraConfig
     from diffusers.training_utils import cast_training_params
 
-    targets = lora_target_modules(transformer, config)
+    targets = lora_target_modules(transformer, config, spec)
     transformer.requires_grad_(False)
     peft_config = PeftLoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, target_modules=targets,
                                  init_lora_weights=True)
@@ -287,11 +291,12 @@ def add_lora(transformer, config: TrainConfig, *, device: str = "cpu") -> list[s
     return targets
 
 
-def lora_target_modules(transformer, config: TrainConfig) -> list[str]:
+def lora_target_modules(transformer, config: TrainConfig, spec=None) -> list[str]:
     """Full module names for ``lora.targets`` inside the selected double and single blocks."""
     import torch
 
-    wanted = set(config.lora.targets)
+    spec = spec or _flux1_spec()
+    wanted = set(spec.default_targets(config.lora.targets))
     seen, names = set(), []
     for prefix, blocks, selected in (("transformer_blocks", transformer.transformer_blocks, config.lora.double_blocks),
                                      ("single_transformer_blocks", transformer.single_transformer_blocks,
@@ -310,10 +315,10 @@ def lora_target_modules(transformer, config: TrainConfig) -> list[str]:
                         names.append(f"{prefix}.{index}.{name}")
     # judged against what FLUX blocks contain, not what this model has: a model without single blocks
     # still accepts the default targets, which then simply adapt its double blocks
-    unknown = sorted(wanted - seen - _flux_block_linears())
+    unknown = sorted(wanted - seen - spec.block_linears())
     if unknown:
         raise ConfigError(f"lora.targets has {unknown[0]!r}, which names no linear layer in a FLUX block; "
-                          "see configs/train-subject.toml for the names")
+                          "see configs/train-subject.toml (FLUX.2: configs/train-subject-klein.toml) for the names")
     if not names:
         raise ConfigError("lora.targets and the selected blocks leave no layer to train; select more blocks")
     return names
@@ -329,15 +334,10 @@ def _check_buckets(dataset: Dataset, vae_scale_factor: int) -> None:
                               f"use dataset.resolutions that are multiples of {multiple}")
 
 
-def _flux_block_linears() -> set[str]:
-    """Names of the linear layers inside diffusers' FLUX double and single blocks (built on the meta device)."""
-    import torch
-    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
+def _flux1_spec():
+    from ..families.flux1 import training
 
-    with torch.device("meta"):
-        blocks = (FluxTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8),
-                  FluxSingleTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8))
-    return {name for block in blocks for name, module in block.named_modules() if isinstance(module, torch.nn.Linear)}
+    return training
 
 
 def make_optimizer(config: TrainConfig, params: list):
@@ -368,22 +368,22 @@ def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
     return math.ceil(config.training.epochs * batches_per_epoch / config.training.gradient_accumulation)
 
 
-def sample_sigmas(kind: str, generator, count: int, *, mean: float, std: float, seq_len: int, scheduler_config) -> "object":
-    """Noise levels in (0, 1): uniform, logit-normal (SD3), or logit-normal shifted by image size as FLUX samples."""
+def sample_sigmas(kind: str, generator, count: int, *, mean: float, std: float, seq_len: int, scheduler_config,
+                  spec=None) -> "object":
+    """Noise levels in (0, 1): uniform, logit-normal (SD3), or logit-normal shifted by image size as the family's
+    sampler shifts it (``spec.mu``: FLUX.1 from the scheduler config, FLUX.2 diffusers' empirical mu)."""
     import torch
-
-    from .. import schedule
 
     if kind == "uniform":
         return torch.rand(count, generator=generator)
     u = torch.sigmoid(torch.randn(count, generator=generator) * std + mean)
     if kind == "flux_shift":
-        mu = schedule.mu_for(seq_len, dict(scheduler_config))
+        mu = (spec or _flux1_spec()).mu(seq_len, scheduler_config)
         u = schedule.time_shift(mu, u)
     return u
 
 
-def _draw_batch(indices: list[int], dataset: Dataset, cache, config: TrainConfig, generator, pipe, preset: str) -> dict:
+def _draw_batch(indices: list[int], dataset: Dataset, cache, config: TrainConfig, generator, pipe, spec) -> dict:
     """The global micro-batch and its random draws (same on every process, in a fixed order)."""
     import torch
 
@@ -396,39 +396,31 @@ def _draw_batch(indices: list[int], dataset: Dataset, cache, config: TrainConfig
     t = config.training
     sigmas = sample_sigmas(t.timesteps, generator, len(items), mean=t.logit_mean, std=t.logit_std,
                            seq_len=schedule.image_seq_len(width, height, pipe.vae_scale_factor),
-                           scheduler_config=pipe.scheduler.config)
+                           scheduler_config=pipe.scheduler.config, spec=spec)
     dropped = torch.rand(len(items), generator=generator) < config.dataset.caption_dropout
     noise = torch.randn(latents.shape, generator=generator)
     captions = [EMPTY_CAPTION if drop else dataset.samples[it.sample].caption for it, drop in zip(items, dropped.tolist())]
     weights = torch.tensor([config.dataset.regularization_weight if dataset.samples[it.sample].regularization else 1.0
                             for it in items])
-    return {"latents": latents, "noise": noise, "sigmas": sigmas,
-            "t5": torch.stack([cache.text[c][0] for c in captions]),
-            "pooled": torch.stack([cache.text[c][1] for c in captions]), "weights": weights}
+    text = {key: torch.stack([cache.text[c][key] for c in captions]) for key in cache.text[captions[0]]}
+    return {"latents": latents, "noise": noise, "sigmas": sigmas, "text": text, "weights": weights}
 
 
 def _slice(batch: dict, local: slice) -> dict:
-    return {k: v[local] for k, v in batch.items()}
+    return {k: ({n: t[local] for n, t in v.items()} if isinstance(v, dict) else v[local]) for k, v in batch.items()}
 
 
-def flow_loss(model, *, latents, noise, sigmas, t5, pooled, weights, device: str, dtype, guidance: float | None,
-              vae_scale_factor: int = 8):
-    """Weighted mean over items of the rectified-flow MSE between the prediction and noise - latents."""
-    import torch
-    from diffusers import FluxPipeline
+def flow_loss(model, *, latents, noise, sigmas, text: dict, weights, device: str, dtype, guidance: float | None,
+              vae_scale_factor: int = 8, spec=None):
+    """Weighted mean over items of the rectified-flow MSE between the prediction and noise - latents.
 
+    The family's ``spec.predict`` packs the latents, builds the position ids and calls its transformer."""
     latents, noise = latents.to(device), noise.to(device)
-    b, c, h, w = latents.shape
+    b = latents.shape[0]
     s = sigmas.to(device).view(b, 1, 1, 1)
     noisy = ((1 - s) * latents + s * noise).to(dtype)
-    packed = FluxPipeline._pack_latents(noisy, b, c, h, w)
-    img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, device, dtype)
-    txt_ids = torch.zeros(t5.shape[1], 3, device=device, dtype=dtype)
-    pred = model(hidden_states=packed, timestep=sigmas.to(device, dtype),
-                 guidance=None if guidance is None else torch.full((b,), guidance, device=device, dtype=dtype),
-                 pooled_projections=pooled.to(device, dtype), encoder_hidden_states=t5.to(device, dtype),
-                 txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
-    pred = FluxPipeline._unpack_latents(pred, h * vae_scale_factor, w * vae_scale_factor, vae_scale_factor)
+    pred = (spec or _flux1_spec()).predict(model, noisy, sigmas, text, device=device, dtype=dtype, guidance=guidance,
+                                           vae_scale_factor=vae_scale_factor)
     per_item = ((pred.float() - (noise - latents).float()) ** 2).mean(dim=(1, 2, 3))
     return (per_item * weights.to(device)).mean()
 
@@ -500,8 +492,8 @@ def _previews(accelerator, config, loaded, transformer, step, run_dir, device, m
     return paths
 
 
-def _helpers(pipe, device: str) -> None:
-    for name in ("text_encoder", "text_encoder_2", "vae"):
+def _helpers(pipe, device: str, spec) -> None:
+    for name in spec.HELPERS:
         getattr(pipe, name).to(device)
 
 

@@ -144,6 +144,12 @@ class Flux1(Family):
 
         loading.place(pipe, placement, memory_plan.offload, memory_plan)
 
+    # ---- training
+    def training(self):
+        from . import training
+
+        return training
+
     def config_root(self, preset: str):
         return config_root(preset)
 

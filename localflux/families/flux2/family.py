@@ -40,6 +40,7 @@ class Flux2(Family):
     builtin = BUILTIN
     tasks = ("text", "reference", "inpaint")
     inpaint_with_references = True
+    auto_text_on_cpu = True  # FLUX.2 [dev]'s 23 B Mistral encoder: on a 24 GB card it encodes from system memory
 
     # ---- detection
     def claims(self, source: "Source") -> bool:
@@ -104,12 +105,9 @@ class Flux2(Family):
             raise ConfigError("FLUX.2 [dev] has no inpaint pipeline in diffusers (Flux2KleinInpaintPipeline is klein "
                               "only); use a klein model or --reference")
         memory = config.memory
-        if memory.t5_device == "cpu" or memory.cache_t5:
-            key = "t5_device = 'cpu'" if memory.t5_device == "cpu" else "cache_t5 = true"
-            raise ConfigError(f"memory.{key} is for FLUX.1's T5 encoder; FLUX.2 models do not support it yet: "
+        if memory.cache_t5:
+            raise ConfigError("memory.cache_t5 = true is for FLUX.1's T5 encoder; FLUX.2 models do not support it yet: "
                               "use memory.offload = 'model' to keep the text encoder off the GPU while denoising")
-        if memory.transformer == "nf4":
-            raise ConfigError("memory.transformer = 'nf4' is not available for FLUX.2 models yet; use 'fp8-storage'")
 
     def encoder_prompts(self, config: "Config", final: str) -> dict[str, str]:
         return {"text": final}
@@ -191,6 +189,25 @@ class Flux2(Family):
         root = source.path if footprint.has_configs(source.path) else packaged
         return footprint.footprint_from_configs(str(root))
 
+    def model_name(self, name: str) -> str:
+        return f"{self.label}-{name}"  # klein-4b and klein-9b share a preset: the sized name tells them apart
+
+    def sized_models(self) -> dict[str, str]:
+        from .footprint import SIZED_MODELS
+
+        return {name: preset for name, (preset, _folder) in SIZED_MODELS.items()}
+
+    def sized_footprint(self, name: str):
+        from .footprint import sized_footprint
+
+        return sized_footprint(name) if name in self.sized_models() else super().sized_footprint(name)
+
+    # ---- training
+    def training(self):
+        from . import training
+
+        return training
+
     # ---- LoRA
     def lora_to_diffusers(self, lora, tensors: dict) -> dict:
         from .lora import to_diffusers
@@ -225,10 +242,9 @@ def _read_json(path) -> dict | None:
 
 
 def _single_file_is_flux2(path) -> bool:
-    if path is None or path.suffix.lower() == ".gguf":
+    if path is None:
         return False
-    from ...weightfile import tensor_shapes
-    from .single_file import is_flux2_transformer
+    from .single_file import is_flux2_transformer, tensor_shapes
 
     try:
         return is_flux2_transformer(tensor_shapes(path))

@@ -16,6 +16,15 @@ from pathlib import Path
 from ...memory.footprint import T5_SKIP_PATTERNS, Footprint, castable_params, transformer_counts
 
 PARTS = ("transformer", "text_encoder", "vae")
+# The full-size FLUX.2 models sized from the packaged configs (doctor --model, bench --model): name -> (preset,
+# the config folder of its transformer and text encoder; the VAE is the one 32-channel FLUX.2 VAE).
+SIZED_MODELS = {
+    "klein-4b": ("klein", "FLUX.2-klein-4B"),
+    "klein-base-4b": ("klein-base", "FLUX.2-klein-base-4B"),
+    "klein-9b": ("klein", "FLUX.2-klein-9B"),
+    "klein-base-9b": ("klein-base", "FLUX.2-klein-9B"),  # the same shapes as klein-9B (configs/SOURCES.md)
+    "flux2-dev": ("flux2-dev", "FLUX.2-dev"),
+}
 # FLUX.2 [dev]'s Mistral-Small-3.x encoder (~23.3 B, NOTES-diffusers.md; 40 decoder layers): no config is
 # packaged for it, so its size is this published figure.
 MISTRAL_PARAMS, MISTRAL_LAYERS, MISTRAL_WIDTH = 23_300_000_000, 40, 5120
@@ -53,7 +62,9 @@ def footprint_of_parts(transformer, text_encoder, vae) -> Footprint:
 
 
 def footprint_of_pipe(pipe) -> Footprint:
-    return footprint_of_parts(pipe.transformer, pipe.text_encoder, pipe.vae)
+    import dataclasses
+
+    return dataclasses.replace(footprint_of_parts(pipe.transformer, pipe.text_encoder, pipe.vae), text_cpu_bytes=2)
 
 
 def has_configs(root: Path | None) -> bool:
@@ -80,11 +91,26 @@ def footprint_from_configs(root: str, transformer_root: str | None = None, text_
         else:
             text_encoder = None
     if text_encoder is not None:
-        return footprint_of_parts(transformer, text_encoder, vae)
+        return dataclasses.replace(footprint_of_parts(transformer, text_encoder, vae), text_cpu_bytes=2)
     # FLUX.2 [dev] without a local folder: Mistral's published size
     stand_in = footprint_of_parts(transformer, _tiny_stand_in(), vae)
-    return dataclasses.replace(stand_in, t5=MISTRAL_PARAMS, t5_block=MISTRAL_PARAMS // MISTRAL_LAYERS,
+    return dataclasses.replace(stand_in, text_cpu_bytes=2, t5=MISTRAL_PARAMS, t5_block=MISTRAL_PARAMS // MISTRAL_LAYERS,
                                t5_fp8_skipped=MISTRAL_PARAMS // 100, t5_width=MISTRAL_WIDTH)
+
+
+def sized_footprint(name: str) -> Footprint:
+    """A ``SIZED_MODELS`` entry's footprint: its transformer and text encoder configs, klein-4B's VAE and
+    text encoder where its own folder has none (klein-base-4B shares klein-4B's Qwen3-4B)."""
+    from .presets import CONFIGS
+
+    _preset, folder = SIZED_MODELS[name]
+    own = CONFIGS / folder
+    vae_root = own if (own / "vae" / "config.json").is_file() else CONFIGS / "FLUX.2-klein-4B"
+    if (own / "text_encoder" / "config.json").is_file() or folder == "FLUX.2-dev":
+        text_root = own  # dev: no packaged Mistral config -> the published size (MISTRAL_PARAMS)
+    else:
+        text_root = CONFIGS / "FLUX.2-klein-4B"
+    return footprint_from_configs(str(vae_root), str(own), str(text_root))
 
 
 def _text_encoder_on_meta(config: dict):

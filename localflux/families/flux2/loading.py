@@ -164,9 +164,15 @@ def load_single_file_transformer(path, *, config: str, overrides: dict, dtype=No
     import torch
     from diffusers import Flux2Transformer2DModel
 
+    extra = {}
+    if str(path).lower().endswith(".gguf"):  # diffusers 0.42.1 loads FLUX.2 GGUF files (checked on tiny-flux2)
+        from ...memory.formats import gguf_quantization
+
+        extra = {"quantization_config": gguf_quantization(dtype or torch.float32), "torch_dtype": dtype or torch.float32}
+    else:
+        extra = {"dtype": dtype or torch.float32, "disable_mmap": disable_mmap}
     return Flux2Transformer2DModel.from_single_file(
-        str(path), config=str(config), subfolder="transformer", local_files_only=True,
-        dtype=dtype or torch.float32, disable_mmap=disable_mmap, **overrides)
+        str(path), config=str(config), subfolder="transformer", local_files_only=True, **extra, **overrides)
 
 
 def load_single_file_pipeline(path, base_folder, *, task: str = "text", dtype=None, disable_mmap: bool = False,

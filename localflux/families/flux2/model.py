@@ -24,9 +24,9 @@ def distilled_flag(preset: str) -> bool | None:
 
 
 def load(source: Source, placement: Placement, preset: str, plan=None) -> LoadedModel:
-    if plan is not None and (plan.transformer == "nf4" or plan.transformer.startswith("gguf")):
-        raise ModelSourceError(f"memory.transformer = {plan.transformer!r} is not available for FLUX.2 models yet; "
-                               "use 'full', 'fp8-storage' or 'fp8'")
+    if plan is not None and plan.transformer == "nf4" and source.kind in ("tiny", "single_file"):
+        raise ModelSourceError("memory.transformer = 'nf4' for FLUX.2 needs a diffusers folder or hub id (it is "
+                                   "quantized while loading); for a single file use a GGUF transformer instead")
     if source.kind == "tiny":
         components = tiny.build_tiny_components(source.text)
         fingerprint = tiny.fingerprint(components)
@@ -48,11 +48,23 @@ def load(source: Source, placement: Placement, preset: str, plan=None) -> Loaded
         return LoadedModel(pipe, source, placement, preset, "none", files=files)
     folder = _local(source, "model.source")
     try:
-        pipe = loading.load_pipeline(folder, dtype=placement.torch_dtype, distilled=distilled_flag(preset))
+        transformer = _nf4_transformer(folder, placement) if plan is not None and plan.transformer == "nf4" else None
+        pipe = loading.load_pipeline(folder, dtype=placement.torch_dtype, distilled=distilled_flag(preset),
+                                     transformer=transformer)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelSourceError(f"could not load the FLUX.2 model in {str(folder)!r}: {_first_line(exc)}; a file may "
                                "be truncated or corrupt: download the model again") from None
     return LoadedModel(pipe, source, placement, preset, "none", files=component_files(folder))
+
+
+def _nf4_transformer(folder, placement: Placement):
+    """The folder's transformer quantized to NF4 while loading (bitsandbytes, CUDA; formats.check_runnable
+    has refused it elsewhere before this point)."""
+    from diffusers import Flux2Transformer2DModel
+
+    return Flux2Transformer2DModel.from_pretrained(str(folder), subfolder="transformer",
+                                                   torch_dtype=placement.torch_dtype,
+                                                   quantization_config=formats.nf4_config(placement.torch_dtype))
 
 
 def _with_flag(components: dict, preset: str) -> dict:
@@ -78,8 +90,48 @@ def place(pipe, placement: Placement, plan=None) -> None:
         formats.apply_transformer_format(pipe.transformer, plan.transformer, placement.torch_dtype, placement.device)
         formats.apply_t5_format(getattr(pipe, BIG_TEXT_ENCODER), plan.t5, placement.torch_dtype)
     offload = plan.offload if plan is not None else "none"
-    offload_mod.place(pipe, placement.device, offload, t5_on_cpu=plan is not None and plan.t5_device == "cpu",
+    text_on_cpu = plan is not None and plan.t5_device == "cpu"
+    offload_mod.place(pipe, placement.device, offload, t5_on_cpu=text_on_cpu,
                       group_blocks=plan.group_blocks if plan is not None else 1, big_text=BIG_TEXT_ENCODER)
+    if text_on_cpu:
+        encode_on_cpu(pipe)
+    if plan is not None and plan.t5 != "full":
+        embeds_in(pipe, placement.torch_dtype)
+
+
+_EMBEDDERS = ("_get_qwen3_prompt_embeds", "_get_mistral_3_small_prompt_embeds")
+
+
+def embeds_in(pipe, dtype) -> None:
+    """Prompt embeddings in the compute dtype when the text encoder's weights are stored in fp8.
+
+    Both FLUX.2 pipelines cast the embeddings to ``text_encoder.dtype``, which layerwise casting reports as
+    the fp8 storage dtype (a second rounding, and fp8 noise that CPU kernels cannot draw).
+    """
+    for name in _EMBEDDERS:
+        original = getattr(pipe, name, None)
+        if original is not None:
+            def embedder(*args, _original=original, **kwargs):
+                kwargs["dtype"] = dtype
+                return _original(*args, **kwargs)
+
+            setattr(pipe, name, embedder)
+
+
+def encode_on_cpu(pipe) -> None:
+    """Prompts encoded by the text encoder where it sits (system memory), embeddings moved to the denoiser.
+
+    Flux2Pipeline / Flux2KleinPipeline move the token ids to the execution device before calling the text
+    encoder; with the encoder kept on the CPU (``memory.t5_device = "cpu"``) they must stay there instead.
+    """
+    original = pipe.encode_prompt
+
+    def encode_prompt(prompt=None, device=None, *args, **kwargs):
+        target = device or pipe._execution_device
+        embeds, ids = original(prompt, getattr(pipe, BIG_TEXT_ENCODER).device, *args, **kwargs)
+        return embeds.to(target), ids.to(target)
+
+    pipe.encode_prompt = encode_prompt
 
 
 def task_pipeline(pipe, task: str):

@@ -31,10 +31,10 @@ PRESETS = {
                         hub_id="black-forest-labs/FLUX.2-dev"),
 }
 
-# BFL's guidance for multi-reference editing: klein takes up to 4 references, FLUX.2 [dev] up to 10 (model
+# BFL's guidance for multi-reference editing: klein takes up to 4 references, FLUX.2 [dev] up to 6 (model
 # cards). Above it localflux warns; above the hard cap it refuses (each reference adds ~4096 tokens at 1 MP,
 # so 10 references make the transformer's sequence 11x an image's: memory and time grow with it).
-RECOMMENDED_REFERENCES = {"klein": 4, "klein-base": 4, "flux2-dev": 10}
+RECOMMENDED_REFERENCES = {"klein": 4, "klein-base": 4, "flux2-dev": 6}
 MAX_REFERENCES = 10
 
 

@@ -45,7 +45,11 @@ CONFIG_FOLDERS = ("FLUX.2-klein-4B", "FLUX.2-klein-9B", "FLUX.2-dev")
 
 
 def tensor_shapes(path) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape from a safetensors header (no weights read)."""
+    """Every tensor's shape from a safetensors header, or a GGUF file's tensor table (no weights read)."""
+    if str(path).lower().endswith(".gguf"):
+        from ...memory.formats import gguf_tensor_shapes
+
+        return gguf_tensor_shapes(path)
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
