@@ -35,6 +35,7 @@ PACKAGES = {
     "cryptography": Package("cryptography", "c2pa"),
     "cv2": Package("opencv-python"),
     "skimage": Package("scikit-image"),
+    "PIL._imagingcms": Package("pillow"),  # littlecms colour management: in Pillow's wheels, not in every build
 }
 
 
