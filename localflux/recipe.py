@@ -17,7 +17,7 @@ import transformers
 from . import __version__
 from .errors import RecipeError
 from .io.png import CHUNK_RECIPE, read_png_text
-from .recipe_schema import EXTENSION_KEYS, MISSING, SCHEMA_VERSION, Recipe, fields, migrate
+from .recipe_schema import EXTENSION_KEYS, MISSING, Recipe, fields, migrate
 
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe) if f.default is MISSING and f.default_factory is MISSING)
 

