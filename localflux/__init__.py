@@ -11,6 +11,8 @@ Public API::
 Heavy libraries (torch, diffusers) load on first use, so ``import localflux`` is cheap.
 """
 
+import importlib
+
 from .errors import (
     ConfigError,
     DeviceError,
@@ -51,8 +53,6 @@ _LAZY = {
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         module_name, attr = _LAZY[name]
         return getattr(importlib.import_module(f".{module_name}", __name__), attr)
     raise AttributeError(f"module 'localflux' has no attribute {name!r}")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import logging
 import os
 import sys
 
+from . import __version__
 from .errors import LocalFluxError, one_line
 
 # Order is the order shown in --help.
@@ -40,8 +42,6 @@ class _Parser(argparse.ArgumentParser):
 
     def unrecognized(self, extras: list[str]):
         """Unknown arguments, reported by the (sub)command they were given to, with the nearest known flag."""
-        import difflib
-
         flags = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
         hints = [f"{extra} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(extra.split("=")[0], flags, 1))
                  else extra for extra in extras]
@@ -49,8 +49,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = _Parser(
         prog="localflux",
         description="Run FLUX.1 [schnell] and [dev] locally: config-driven, seed-locked, replayable renders.",
@@ -118,7 +116,7 @@ class _StderrLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from tqdm import tqdm  # its write() keeps an open progress bar intact below the line
+            from tqdm import tqdm  # boundary: not on the --help path; its write() keeps an open progress bar intact
 
             prefix = "localflux: warning: " if record.levelno >= logging.WARNING else "localflux: "
             tqdm.write(prefix + one_line(record.getMessage()), file=sys.stderr)
@@ -146,6 +144,7 @@ def _localflux_messages(verbose: bool):
 def _hide_library_progress_bars() -> None:
     # --no-progress also means the loaders' own bars ("Loading pipeline components", "Loading weights").
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    # boundary: the heavy libraries load only once a command runs, never for --help
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 

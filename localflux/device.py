@@ -1,6 +1,6 @@
 """Device and precision policy for every command: CUDA > MPS > CPU; float32 on the CPU.
 
-One set of dtype names everywhere (``auto``, ``bfloat16``, ``float32``, ``float16``; ``bf16``,
+One set of dtype names everywhere (:mod:`localflux.dtypes`: ``auto``, ``bfloat16``, ``float32``, ``float16``; ``bf16``,
 ``fp32`` and ``fp16`` are read as the same). What ``auto`` picks on a GPU depends on the work:
 - generation: bf16, never float16 (FLUX's T5 encoder overflows in fp16: inf/NaN activations),
   so GPUs without bf16 fall back to float32;
@@ -15,27 +15,18 @@ import os
 import re
 from dataclasses import dataclass
 
+import torch
+
+from .dtypes import DTYPES, dtype_name, dtype_option
 from .errors import DeviceError
+
+__all__ = ["DTYPES", "GENERATION", "UPSCALING", "Placement", "available_ram", "bf16_supported", "dtype_name",
+           "dtype_option", "memory_summary", "pick_device", "pick_dtype", "resolve_placement"]
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("auto", "bfloat16", "float32", "float16")
-_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
 GENERATION, UPSCALING = "generation", "upscaling"
 _AUTO_ON_GPU = {GENERATION: "bfloat16", UPSCALING: "float16"}
-
-
-def dtype_option(text: str) -> str:
-    """argparse ``type`` of every ``--dtype``: the short names read as the house names (then ``choices=DTYPES``)."""
-    return _ALIASES.get(text, text)
-
-
-def dtype_name(text: str | None) -> str:
-    """The house name of a dtype (``fp16`` -> ``float16``; None -> ``auto``); an unknown name is a ``DeviceError``."""
-    name = _ALIASES.get(text, text) if text is not None else "auto"
-    if name not in DTYPES:
-        raise DeviceError(f"unknown dtype {text!r}; use {', '.join(DTYPES)}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -44,15 +35,11 @@ class Placement:
     dtype: str  # "bfloat16" | "float32" | "float16"
 
     @property
-    def torch_dtype(self):
-        import torch
-
+    def torch_dtype(self) -> torch.dtype:
         return getattr(torch, self.dtype)
 
 
 def pick_device(requested: str = "auto") -> str:
-    import torch
-
     if requested == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -76,8 +63,6 @@ def pick_device(requested: str = "auto") -> str:
 
 
 def bf16_supported(device: str) -> bool:
-    import torch
-
     if device.startswith("cuda"):
         return torch.cuda.is_bf16_supported()
     if device == "mps":
@@ -114,8 +99,6 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
 
 
 def _mps_available() -> bool:
-    import torch
-
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
 
@@ -137,8 +120,6 @@ def available_ram() -> int | None:
 
 def memory_summary() -> list[tuple[str, str]]:
     """Human-readable facts for ``localflux doctor``."""
-    import torch
-
     rows = [("torch", torch.__version__), ("cuda available", str(torch.cuda.is_available()))]
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):

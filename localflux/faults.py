@@ -62,7 +62,7 @@ def out_of_memory(index: int, attempt: int) -> None:
     """Raise ``torch.OutOfMemoryError`` for batch item ``index`` when the test asks for it."""
     wanted = _indexes(OOM_ENV)
     if index in wanted and (attempt == 0 or wanted[index]):
-        import torch
+        import torch  # --help path: commands/doctor -> families -> weightfile -> output -> faults must not load torch
 
         raise torch.OutOfMemoryError(f"injected out of memory at batch item {index}")
 

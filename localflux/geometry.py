@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import ModelSourceError
+
 FLUX_VAE_SCALE_FACTOR = 8  # FLUX.1's VAE (and the built-in tiny model's): four blocks, three downsamplings
 PATCH = 2  # FluxPipeline packs 2x2 latent patches into one transformer token
 MLP_RATIO = 4  # diffusers' FLUX blocks: the MLP is 4 x the width, so BFL's single-block linear1 is 7 widths
@@ -39,8 +41,6 @@ def vae_scale_factor_of_model(source, default: int) -> int:
         try:
             return vae_scale_factor_of_config(json.loads(config.read_text()))
         except (ValueError, OSError, TypeError, AttributeError):
-            from .errors import ModelSourceError
-
             raise ModelSourceError(f"the model's vae/config.json ({str(config)!r}) is not readable JSON; "
                                    "the file is truncated or corrupt: download the model again") from None
     return default

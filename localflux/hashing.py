@@ -11,7 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import struct
 from pathlib import Path
+
+import torch
+
+from .progress import progress_bar
 
 CHUNK = 8 * 1024 * 1024
 
@@ -63,8 +68,6 @@ def _hash_bytes(path: Path, size: int, progress: bool) -> str:
     h = hashlib.sha256()
     bar = None
     if progress and size > 256 * 1024 * 1024:
-        from .progress import progress_bar
-
         bar = progress_bar(size, f"sha256 {path.name}", "B", unit_scale=True)
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
@@ -80,8 +83,6 @@ def autov3(path: str | os.PathLike) -> str | None:
     """Civitai's AutoV3 hash of a ``.safetensors`` file: the first 12 hex of the sha256 of the bytes
     after the 8-byte header length and the JSON header (the tensor data only), or None when the file
     is not laid out as safetensors."""
-    import struct
-
     with open(path, "rb") as handle:
         head = handle.read(8)
         if len(head) != 8:
@@ -98,8 +99,6 @@ def autov3(path: str | os.PathLike) -> str | None:
 
 def sha256_state_dict(state_dict) -> str:
     """Fingerprint of in-memory weights (the built-in tiny model has no files)."""
-    import torch
-
     h = hashlib.sha256()
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().cpu().contiguous()

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from . import faults
 from .errors import OutputError
+
+
+def user_data_dir() -> Path:
+    """localflux's folder in the user's data folder (installed upscalers, the local C2PA signing key)."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "localflux"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "localflux"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "localflux"
 
 
 def check_output_dir(folder: str | os.PathLike) -> Path:

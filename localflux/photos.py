@@ -22,6 +22,8 @@ import io
 import numpy as np
 from PIL import Image, ImageOps
 
+from . import optional
+
 ORIENTATION_TAG = 0x0112
 
 
@@ -67,21 +69,30 @@ def icc_colour_space(icc: bytes | None) -> str | None:
         return None
 
 
-def _srgb_profile():
-    from PIL import ImageCms
+def _image_cms():
+    """Pillow's littlecms binding, or None where Pillow was built without it."""
+    if not optional.is_available("PIL._imagingcms"):
+        return None
+    from PIL import ImageCms  # optional part of Pillow, after optional.is_available
 
+    return ImageCms
+
+
+def _srgb_profile():
+    ImageCms = _image_cms()
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def _transform(image: Image.Image, icc: bytes, mode: str) -> Image.Image | None:
     """``image`` converted from the profile ``icc`` to sRGB in ``mode``; None if littlecms refuses."""
+    ImageCms = _image_cms()
+    if ImageCms is None:
+        return None
     try:
-        from PIL import ImageCms
-
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         return ImageCms.profileToProfile(image, source, _srgb_profile(), renderingIntent=ImageCms.Intent.PERCEPTUAL,
                                          outputMode=mode)
-    except Exception:  # ImportError (no littlecms), PyCMSError (bad profile, mode mismatch)
+    except Exception:  # PyCMSError (bad profile, mode mismatch), OSError (unreadable profile)
         return None
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm
+
 
 def progress_bar(total: int, desc: str, unit: str, *, enabled: bool = True, leave: bool = False, **options):
     """A tqdm bar over ``total`` ``unit``s; a silent one (same methods) when disabled or stderr is no terminal."""
-    from tqdm import tqdm
-
     # disable=None: tqdm hides itself when its file is not a terminal
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=leave, disable=None if enabled else True,
                 **options)

@@ -10,9 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import diffusers
+import torch
+import transformers
+
+from . import __version__
 from .errors import RecipeError
 from .io.png import CHUNK_RECIPE, read_png_text
-from .recipe_schema import EXTENSION_KEYS, MISSING, SCHEMA_VERSION, Recipe, fields, migrate
+from .recipe_schema import EXTENSION_KEYS, MISSING, Recipe, fields, migrate
 
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe) if f.default is MISSING and f.default_factory is MISSING)
 
@@ -26,12 +31,6 @@ def add_extension(recipe: dict, name: str, record: dict) -> dict:
 
 
 def versions() -> dict[str, str]:
-    import diffusers
-    import torch
-    import transformers
-
-    from . import __version__
-
     return {"localflux": __version__, "torch": str(torch.__version__), "diffusers": str(diffusers.__version__),
             "transformers": str(transformers.__version__)}
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 
+from .geometry import image_tokens
+
 
 def image_seq_len(width: int, height: int, vae_scale_factor: int = 8) -> int:
     """Transformer image tokens: the VAE latent (8x smaller for FLUX.1) packed into 2x2 patches."""
-    from .geometry import image_tokens
-
     return image_tokens(width, height, vae_scale_factor)
 
 

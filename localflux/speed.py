@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import logging
 
+import torch
+from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+from peft.tuners.tuners_utils import BaseTunerLayer
+
 from .errors import ConfigError, LoraError, first_line
 
 log = logging.getLogger(__name__)
@@ -30,10 +34,6 @@ ATTENTION_BACKENDS = {
 
 def unmerged_lora_adapters(module) -> list[str]:
     """Names of PEFT LoRA adapters on ``module`` that are loaded but not merged into its weights."""
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # without peft no adapter can be loaded
-        return []
     names = set()
     for layer in module.modules():
         if isinstance(layer, BaseTunerLayer):
@@ -63,13 +63,9 @@ def prepare_lora_hotswap(pipe, speed) -> bool:
 
 def apply_speed(pipe, speed, device: str) -> dict:
     """Apply ``speed`` (a ``SpeedConfig``) to a loaded, placed pipeline; returns what was applied."""
-    import torch
-
     applied = {"compile": speed.compile, "attention": "default", "channels_last_vae": False, "fuse_qkv": False,
                "lora_hotswap_rank": speed.lora_hotswap_rank if speed.compile != "off" else 0}
     if speed.attention != "auto":
-        from diffusers.models.attention_dispatch import _AttentionBackendRegistry
-
         backend = ATTENTION_BACKENDS[speed.attention]
         # diffusers' set_attention_backend also changes the process-wide default backend, which would
         # silently change every other pipeline in this process (and its recorded decisions): the

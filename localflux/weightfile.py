@@ -17,6 +17,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from . import optional
 from .errors import ModelSourceError
 from .output import atomic_write_bytes
 
@@ -33,7 +34,8 @@ def safetensors_keys(path: Path) -> list[str]:
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Every tensor's shape (rows first, as in PyTorch), from a .safetensors or .gguf file's header only."""
     if Path(path).suffix.lower() == ".gguf":
-        from gguf import GGUFReader  # optional package (the gguf extra); only GGUF files need it
+        optional.require("gguf", f"reading the GGUF file {str(path)!r}", ModelSourceError)
+        from gguf import GGUFReader  # optional package, after optional.require
 
         # GGUF lists dimensions innermost first
         return {t.name: tuple(int(d) for d in reversed(list(t.shape))) for t in GGUFReader(str(path)).tensors}
@@ -46,6 +48,7 @@ def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> 
 
     safetensors' own layout (tensors ordered by dtype alignment then name), with the ``__metadata__`` keys sorted.
     """
+    # --help path (commands/doctor -> families -> weightfile): numpy and torch load only when a file is written
     if tensors and all(type(v).__module__ == "numpy" for v in tensors.values()):
         from safetensors.numpy import save
     else:

@@ -26,7 +26,7 @@ from conftest import REPO, pixels, run_subprocess
 from localflux import faults
 from localflux.batch.jobs import load_job, slug
 from localflux.batch.lock import LOCK_NAME, FolderLock
-from localflux.batch.manifest import SHARD_GLOB, read_states
+from localflux.batch.manifest import read_states
 from localflux.recipe import read_recipe
 
 JOB_20 = """

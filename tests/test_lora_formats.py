@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import save_file
 
 import lora_reference as ref
-from localflux.errors import LoraError
 from localflux.lora import inspect as lora_inspect
 
 W, MLP = ref.W, ref.MLP

@@ -2,10 +2,8 @@
 
 import os
 
-import pytest
 from PIL import Image
 
-from localflux.errors import DatasetError
 from localflux.train.config import load_train_config
 from localflux.train.dataset import DataOrder, bucket_for, load_image, pixels_for_bucket, scan_dataset
 

@@ -1,7 +1,6 @@
 """The chained [upscale] stage: generate -> Real-ESRGAN -> PNG whose recipe replays the upscaled pixels."""
 
 import numpy as np
-import pytest
 
 from localflux import generate
 from localflux.recipe import read_recipe

@@ -122,7 +122,7 @@ def test_non_image_or_missing_input(capsys, tmp_path, content):
 def test_weights_list_shows_installed_with_sha256(capsys, weights_dir):
     code, out, _ = run_cli(capsys, "weights", "list")
     assert code == 0
-    line = next(l for l in out.splitlines() if l.startswith(MODEL))
+    line = next(row for row in out.splitlines() if row.startswith(MODEL))
     path = weights_dir / f"{MODEL}.safetensors"
     from localflux.upscale.loading import file_sha256
 

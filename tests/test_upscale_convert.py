@@ -39,9 +39,9 @@ def test_conversion_counts_and_names(stem):
 def test_param_arrays_and_fused_activations_are_parsed():
     param, _ = ncnn_files("realesrgan-x4plus")
     layers = parse_param(param)
-    conv1 = next(l for l in layers if l.type == "Convolution" and l.get(9) == 2)
+    conv1 = next(layer for layer in layers if layer.type == "Convolution" and layer.get(9) == 2)
     assert conv1.get(10) == [pytest.approx(0.2)]  # -23310=1,0.2 -> id 10, one float
-    eltwise = next(l for l in layers if l.type == "Eltwise")
+    eltwise = next(layer for layer in layers if layer.type == "Eltwise")
     assert eltwise.get(1) == [pytest.approx(0.2), 1.0]  # -23301=2,0.2,1.0 -> residual scaling
 
 

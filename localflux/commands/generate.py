@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..device import DTYPES, dtype_option
+from ..dtypes import DTYPES, dtype_option
 
 # flag -> dotted config key; precedence: preset < config file < these flags < --set
 FLAG_KEYS = {

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..device import DTYPES, dtype_option
+from ..dtypes import DTYPES, dtype_option
 
 DEFAULT_OUT = "upscaled"
 

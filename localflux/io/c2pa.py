@@ -16,27 +16,30 @@ recipe are.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, OutputError
-from . import xmp
+from PIL import Image
 
-INSTALL_HINT = "pip install 'localflux[c2pa]'"
+from .. import __version__, optional
+from ..errors import ConfigError, OutputError
+from ..output import atomic_write_bytes, user_data_dir
+from . import xmp
+from .png import CHUNK_RECIPE, CHUNK_XMP, label_for, label_for_upscale, to_json
+
+INSTALL_HINT = optional.install_hint("c2pa")
 RECIPE_ASSERTION = "org.localflux.recipe"
 _MAX_PEM = 1 << 20
 
 
 def available() -> bool:
-    try:
-        import c2pa  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return optional.is_available("c2pa")
 
 
 def require() -> None:
@@ -53,12 +56,6 @@ def check_output(output) -> None:
     for what, path in (("cert", output.c2pa_cert), ("key", output.c2pa_key)):
         if path is not None:
             _read_pem(Path(path), what)
-
-
-def user_data_dir() -> Path:
-    from ..upscale.registry import _user_data_dir
-
-    return _user_data_dir()
 
 
 @dataclass(frozen=True)
@@ -82,14 +79,12 @@ def _format(path: Path) -> str:
 
 def _generate_local_ca(folder: Path) -> tuple[Path, Path]:
     """A local CA and an ES256 end-entity certificate signed by it (C2PA refuses a self-signed leaf)."""
-    import datetime
-
+    optional.require("cryptography", "making the local C2PA signing key", ConfigError)
+    # optional package (the c2pa extra), after optional.require
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    from ..output import atomic_write_bytes
 
     now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
     ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
@@ -175,7 +170,7 @@ class Signer:
         return cls(output.c2pa_cert, output.c2pa_key)
 
     def _signer(self):
-        import c2pa
+        import c2pa  # optional package, after require() in __init__
 
         info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, self.cert_pem, self.key_pem, None)
         try:
@@ -195,16 +190,12 @@ def _first_line(exc: Exception) -> str:
 
 
 def recipe_sha256(recipe: dict) -> str:
-    from .png import to_json
-
     return hashlib.sha256(to_json(recipe).encode()).hexdigest()
 
 
 def manifest(recipe: dict | None, ingredients: list[tuple[Ingredient, str, bool]], source_type: str,
              title: str) -> dict:
     """The manifest definition. ``ingredients``: (ingredient, sha256, has its own credentials)."""
-    from .. import __version__
-
     agent = {"name": "localflux", "version": __version__}
     parents = [i for i, _, _ in ingredients if i.relationship == "parentOf"]
     if parents:
@@ -241,9 +232,7 @@ def sign_png(data: bytes, recipe: dict | None, ingredients=(), *, signer: Signer
     ``ingredients``: paths or :class:`Ingredient`; a plain path is a ``componentOf`` input.
     ``source_type``: the IPTC digital source type (default: what the label of ``recipe`` says).
     """
-    import c2pa
-
-    from .png import label_for
+    import c2pa  # optional package, after require() in Signer()
 
     signer = signer or Signer()
     items = [i if isinstance(i, Ingredient) else Ingredient(Path(i)) for i in ingredients]
@@ -251,7 +240,7 @@ def sign_png(data: bytes, recipe: dict | None, ingredients=(), *, signer: Signer
     hashed = [(i, hashlib.sha256(Path(i.path).read_bytes()).hexdigest(), has_credentials(i.path)) for i in items]
     try:
         with c2pa.Builder(manifest(recipe, hashed, source_type, title)) as builder:
-            for n, (item, digest, _) in enumerate(hashed):
+            for n, (item, _digest, _) in enumerate(hashed):
                 spec = {"title": item.path.name, "relationship": item.relationship,
                         "label": "parent" if item.relationship == "parentOf" else f"input{n}"}
                 with open(item.path, "rb") as stream:
@@ -267,10 +256,6 @@ def sign_png(data: bytes, recipe: dict | None, ingredients=(), *, signer: Signer
 def sign_upscale(data: bytes, original: Path, signer: Signer, title: str, *, source: str | None = None,
                  license: str | None = None) -> bytes:
     """An upscaled PNG signed with its original as the parent ingredient (its own credentials carry over)."""
-    from PIL import Image
-
-    from .png import CHUNK_RECIPE, CHUNK_XMP, label_for_upscale
-
     with Image.open(io.BytesIO(data)) as image:
         text = dict(getattr(image, "text", None) or {})
     try:
@@ -301,8 +286,6 @@ def has_credentials(path: str | Path) -> bool:
 
 
 def _png_chunk_types(path: Path) -> list[bytes]:
-    import struct
-
     kinds = []
     with open(path, "rb") as handle:
         handle.seek(8)
@@ -328,7 +311,7 @@ def credentials_state(path: str | Path) -> dict:
         present = b"caBX" in _png_chunk_types(path) if path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" else None
         return {"state": "unchecked" if present else "none" if present is False else "unknown",
                 "note": f"c2pa-python not installed to validate ({INSTALL_HINT})"}
-    import c2pa
+    import c2pa  # optional package, after available()
 
     try:
         with open(path, "rb") as stream, c2pa.Reader(_format(path), stream) as reader:

@@ -17,6 +17,9 @@ import struct
 import zlib
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
 from ..errors import RecipeError
 from ..output import atomic_write_bytes
 from . import xmp
@@ -146,8 +149,6 @@ def with_label(text: dict[str, str], source_type: str | None) -> dict[str, str]:
 
 def pnginfo(text: dict[str, str]):
     """Pillow ``PngInfo`` for ``text``: XMP as uncompressed iTXt, the rest tEXt (iTXt when not Latin-1)."""
-    from PIL.PngImagePlugin import PngInfo
-
     info = PngInfo()
     for key, value in text.items():
         if key == CHUNK_XMP:
@@ -193,7 +194,7 @@ def signer_for(output):
     """The Content Credentials signer an ``[output]`` table asks for, or None (the default: off)."""
     if not getattr(output, "content_credentials", False):
         return None
-    from .c2pa import Signer
+    from .c2pa import Signer  # cycle: io.c2pa imports this module (to_json, labels, chunk names)
 
     return Signer.from_output(output)
 
@@ -205,7 +206,7 @@ def save_png(image, path: Path, recipe: dict, *, sidecar: bool = True, credentia
     """
     data = png_bytes(image, recipe)
     if credentials is not None:
-        from .c2pa import input_ingredients
+        from .c2pa import input_ingredients  # cycle: io.c2pa imports this module
 
         data = credentials.sign_png(data, recipe, input_ingredients(recipe), title=Path(path).name)
     atomic_write_bytes(path, data)
@@ -215,8 +216,6 @@ def save_png(image, path: Path, recipe: dict, *, sidecar: bool = True, credentia
 
 
 def read_png_text(path: str | Path) -> dict[str, str]:
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"image {str(path)!r} does not exist")

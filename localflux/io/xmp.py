@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from .. import __version__
+
 # A picture made by a generative model from a text prompt (text-to-image, and upscales of one).
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 # A picture that combines a real capture with generated content (upscaled photo, img2img, inpaint).
@@ -27,8 +29,6 @@ def _escape(text: str) -> str:
 
 
 def creator_tool() -> str:
-    from .. import __version__
-
     return f"localflux {__version__}"
 
 

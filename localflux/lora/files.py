@@ -8,11 +8,16 @@ writes a layout; the conversion is diffusers' plus the fixes in ``layouts.py``.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+
 from ..errors import LoraError, first_line
+from ..weightfile import tensor_shapes
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pt", ".ckpt", ".pth", ".bin")
@@ -78,8 +83,6 @@ def read_lora(path: str | Path) -> LoraFile:
 
 
 def _read_safetensors(path: Path):
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
@@ -91,10 +94,6 @@ def _read_safetensors(path: Path):
 
 
 def _read_pickle(path: Path) -> dict:
-    import pickle
-
-    import torch
-
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -136,10 +135,6 @@ def is_control_lora_file(path) -> bool:
     """Whether the file at ``path`` is a FLUX.1 control LoRA (BFL Canny/Depth style), from its header only: its
     img_in / x_embedder LoRA reads twice FLUX.1's 64 packed latent channels (noisy + control-image latents),
     or it carries BFL's full q/k norm scales. A file that cannot be read says no (it is reported elsewhere)."""
-    from pathlib import Path
-
-    from ..weightfile import tensor_shapes
-
     path = Path(path).expanduser()
     if path.suffix.lower() not in (".safetensors", ".sft") or not path.is_file():
         return False

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
 from ..errors import LoraError
-from .files import (detect_format, is_alpha_key, is_text_encoder_key, is_weight_key, module_of, peft_metadata,
-                    read_lora)
+from ..families import FAMILIES
+from ..hashing import sha256_file
+from .files import (
+    detect_format,
+    is_alpha_key,
+    is_text_encoder_key,
+    is_weight_key,
+    module_of,
+    peft_metadata,
+    read_lora,
+    refuse_unsupported,
+)
 from .layouts import is_t5_key, readable_name
 
 # metadata keys that carry trigger words, by the trainers that write them
@@ -24,13 +35,9 @@ _LOCALFLUX_PREFIX = "localflux."  # written by `localflux train-lora` (train/exp
 
 def inspect_lora(path: str | Path) -> dict:
     """A JSON-able summary of a LoRA file (``localflux lora inspect``)."""
-    from ..hashing import sha256_file
-
     lora = read_lora(path)
     refused = None
     try:
-        from .files import refuse_unsupported
-
         refuse_unsupported(lora)
     except Exception as exc:  # inspect reports what loading would refuse, it does not fail
         refused = str(exc)
@@ -82,8 +89,6 @@ def inspect_lora(path: str | Path) -> dict:
 
 def lora_family(lora) -> str:
     """The model family the LoRA's keys name (families' ``lora_markers``), or every family it could be for."""
-    from ..families import FAMILIES
-
     family = FAMILIES.of_lora_keys(list(lora.tensors))
     if family is not None:
         return family.label
@@ -115,8 +120,6 @@ def format_report(info: dict) -> str:
 
 def _targets(modules: list[str]) -> list[str]:
     """Module kinds with block indices folded: ``transformer_blocks.*.attn.to_q`` (x19)."""
-    import re
-
     kinds = Counter(re.sub(r"(blocks[._])\d+", r"\1*", m) for m in modules)
     return [f"{kind} x{n}" if n > 1 else kind for kind, n in sorted(kinds.items())]
 

@@ -24,8 +24,15 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+from diffusers.utils.peft_utils import _create_lora_config
+from peft.utils.other import get_pattern_key
+
 from ..errors import LoraError
-from ..geometry import MLP_RATIO  # sizes a zero block when a single-block LoRA has q/k/v but no proj_mlp (or the reverse)
+from ..geometry import (
+    MLP_RATIO,  # sizes a zero block when a single-block LoRA has q/k/v but no proj_mlp (or the reverse)
+)
+from ..weightfile import save_safetensors
 
 _DOUBLE = {
     "attn.to_q": ("img_attn_qkv", 0, 3), "attn.to_k": ("img_attn_qkv", 1, 3), "attn.to_v": ("img_attn_qkv", 2, 3),
@@ -70,8 +77,6 @@ def write_kohya(state_dict: Mapping, path: str | Path, *, alpha: float | Mapping
     trigger word; kohya's ``ss_network_*`` keys are filled in.
     Never overwrites ``path``. Returns it.
     """
-    from ..weightfile import save_safetensors
-
     tensors, info = to_kohya_state_dict(state_dict, alpha=alpha)
     path = Path(path)
     # kohya's own conventions: dim and alpha as trained (per q/k/v part, not the stacked module), "Dynamic"
@@ -87,8 +92,6 @@ def write_kohya(state_dict: Mapping, path: str | Path, *, alpha: float | Mapping
 def to_kohya_state_dict(state_dict: Mapping, *, alpha: float | Mapping[str, float] | None = None):
     """``(kohya tensors, {"rank": common rank, "alpha": common alpha})`` without writing a file; rank and alpha
     are the input modules' (before q/k/v stacking), ``None`` where they differ."""
-    import torch
-
     pairs, alphas = _pairs(state_dict)
     groups: dict[str, dict[int, tuple]] = {}  # kohya name -> {part index: (module, down, up)}
     sizes: dict[str, int] = {}
@@ -99,7 +102,7 @@ def to_kohya_state_dict(state_dict: Mapping, *, alpha: float | Mapping[str, floa
     out, ranks, input_alphas = {}, set(), set()
     for name, members in groups.items():
         scales = {part: _scale(module, down, alphas, alpha) for part, (module, down, up) in members.items()}
-        for part, (module, down, up) in members.items():
+        for part, (_module, down, _up) in members.items():
             ranks.add(down.shape[0])
             input_alphas.add(scales[part] * down.shape[0])
         down, up = _stack(name, members, sizes[name])
@@ -181,8 +184,6 @@ def _scale(module: str, down, alphas: Mapping[str, float], alpha) -> float:
 
 def _stack(name: str, members: dict, parts: int):
     """(down, up) of one kohya module: stacked downs, block-diagonal up (zero blocks for absent parts)."""
-    import torch
-
     if parts == 1:
         _, down, up = members[0]
         return down, up
@@ -240,9 +241,6 @@ def peft_alphas(state_dict: Mapping, network_alphas: Mapping | None, metadata: M
     Uses the ``LoraConfig`` diffusers builds when loading (``_create_lora_config``: from ``.alpha`` tensors,
     the PEFT metadata, or rank-only files) and PEFT's pattern lookup, so the export matches the load.
     """
-    from diffusers.utils.peft_utils import _create_lora_config
-    from peft.utils.other import get_pattern_key
-
     result = {}
     for prefix in ("transformer", "text_encoder"):
         part = {k.removeprefix(prefix + "."): v for k, v in state_dict.items() if k.startswith(prefix + ".")}

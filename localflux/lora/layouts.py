@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 
+import torch
+
 from ..errors import LoraError
 from ..geometry import MLP_RATIO
 
@@ -64,8 +66,6 @@ def is_t5_key(key: str) -> bool:
 
 def prepare(tensors: dict) -> dict:
     """The file's tensors in float32, renamed and alpha-folded where diffusers would get them wrong."""
-    import torch
-
     out = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
     out = {_rename(k): v for k, v in out.items()}
     for key in [k for k in out if _KOHYA_FINAL.match(k)]:  # diffusers drops these alphas
@@ -175,8 +175,6 @@ def _clip_module(kohya: str) -> str:
 
 def _split_linear1(block: int, down, up) -> dict:
     """BFL's fused q|k|v|mlp LoRA as four diffusers LoRAs; sizes from the LoRA itself (3 x width + 4 x width)."""
-    import torch
-
     if up.shape[0] % (3 + MLP_RATIO):
         raise LoraError(f"single-block {block} linear1 LoRA has {up.shape[0]} outputs, which is not a FLUX.1 "
                         "q|k|v|mlp layer (7 x the model width); it was made for another model")

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..errors import LoraError
+from ..weightfile import save_safetensors
 from .files import is_weight_key, read_lora, refuse_unsupported
+from .kohya import write_kohya
 from .layouts import is_t5_key
 from .to_diffusers import convert
 
@@ -39,22 +43,17 @@ def rewrite_lora(source: str | Path, to: str, out: str | Path) -> Path:
                         "cannot convert; they would be lost")
     dtype = next((v.dtype for k, v in lora.tensors.items() if is_weight_key(k) and v.is_floating_point()), None)
     if dtype is not None and dtype.itemsize < 2:  # fp8 cannot hold the folded alphas: bf16 holds every fp8 value
-        import torch
 
         dtype = torch.bfloat16
     state_dict = {k: v.to(dtype or v.dtype).contiguous() for k, v in convert(lora).items()}
     carried = {k: v for k, v in lora.metadata.items() if k in _CARRIED}
     carried["localflux_converted_from"] = lora.path.name
     if to == "kohya":
-        from .kohya import write_kohya
-
         return write_kohya(state_dict, out, metadata=carried)
     return _write_diffusers(state_dict, carried, out)
 
 
 def _write_diffusers(state_dict: dict, carried: dict, out: Path) -> Path:
-    from ..weightfile import save_safetensors
-
     tensors = {k: v.detach().clone().contiguous() for k, v in state_dict.items()}  # converters share memory
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_safetensors(tensors, out, dict(carried, format="pt"))

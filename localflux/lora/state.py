@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LoraError, first_line
+from ..families import FAMILIES
 from ..hashing import autov3, sha256_file
-from .files import is_text_encoder_key, read_lora, refuse_unsupported
+from .files import is_control_lora_file, is_text_encoder_key, read_lora, refuse_unsupported
 from .to_diffusers import COMPONENTS, convert, trace_sources
 from .verify import AppliedLora, check_fits, count_applied, coverage_error
 
@@ -86,7 +87,6 @@ def lora_request(entries, fuse: str = "auto") -> LoraRequest:
     for entry in entries:
         if not Path(entry.path).expanduser().is_file():
             read_lora(entry.path)  # raises the clear "does not exist" error
-    from .files import is_control_lora_file
 
     key = tuple((str(Path(e.path).expanduser().resolve()), sha256_file(e.path), e.strict) for e in entries)
     control = any(is_control_lora_file(e.path) for e in entries)
@@ -242,8 +242,6 @@ def load_one(pipe, entry, adapter: str, sha256: str, hotswap: bool = False) -> A
 
 def model_family(pipe, lora):
     """The pipe's model family (``families/``); a LoRA whose keys name another family's modules is refused."""
-    from ..families import FAMILIES
-
     family = FAMILIES.of_pipeline(pipe)
     other = FAMILIES.of_lora_keys(list(lora.tensors))
     if family is not None and other is not None and other is not family:

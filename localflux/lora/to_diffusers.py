@@ -15,8 +15,14 @@ from __future__ import annotations
 
 import logging
 
+import torch
+from diffusers import FluxPipeline
+
 from ..errors import LoraError, first_line
+from . import layouts
 from .files import LoraFile, is_alpha_key, module_of, peft_metadata
+from .kohya import peft_alphas
+from .layouts import fold_strength
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +37,6 @@ def convert(lora: LoraFile, tensors: dict | None = None, *, fold_metadata: bool 
     file means. T5 parts are left out (diffusers cannot load them; they count as not applied).
     ``family`` (the model's, ``families/``) may bring its own converter (FLUX.2: ``Family.lora_to_diffusers``).
     """
-    from . import layouts
-
     own_family = family.lora_to_diffusers(lora, tensors if tensors is not None else lora.tensors) if family else None
     if own_family is not None:  # the family's converter, then the metadata strength as below
         config = peft_metadata(lora.metadata) if fold_metadata else None
@@ -73,8 +77,6 @@ def _by_naming(tensors: dict) -> list[dict]:
 
 
 def _diffusers_convert(lora: LoraFile, tensors: dict):
-    from diffusers import FluxPipeline
-
     try:
         state, _alphas = FluxPipeline.lora_state_dict(dict(tensors), return_alphas=True)
     except AssertionError:
@@ -89,9 +91,6 @@ def _diffusers_convert(lora: LoraFile, tensors: dict):
 
 def fold_metadata_alphas(state: dict, config: dict) -> dict:
     """Fold the PEFT config's strength (lora_alpha / r, alpha and rank patterns, rsLoRA) into lora_A, as diffusers reads it."""
-    from .kohya import peft_alphas
-    from .layouts import fold_strength
-
     alphas = peft_alphas(state, None, config)
     out = dict(state)
     for module, alpha in alphas.items():
@@ -106,8 +105,6 @@ def trace_sources(lora: LoraFile, family=None) -> dict[str, frozenset[str]]:
     to 2**24) and every alpha is set to its rank, so alpha/rank = 1 and splits, copies and reorders keep
     the numbers. The converter's choices (which keys it keeps, splits or drops) are the real ones.
     """
-    import torch
-
     stand_in, names = _numbered_stand_in(lora)
     converted = convert(lora, stand_in, fold_metadata=False, family=family)
     trace = {}
@@ -121,8 +118,6 @@ def trace_sources(lora: LoraFile, family=None) -> dict[str, frozenset[str]]:
 
 def _numbered_stand_in(lora: LoraFile) -> tuple[dict, dict[int, str]]:
     """The file's tensors with tensor *i* filled with *i* and every alpha set to its rank; and *i* -> key."""
-    import torch
-
     ranks = {module_of(k): v.shape[0] for k, v in lora.tensors.items()
              if k.endswith((".lora_down.weight", ".lora_A.weight", ".down.weight")) and v.ndim >= 1}
     stand_in, names = {}, {}

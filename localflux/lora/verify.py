@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from ..errors import LoraError
 from .files import LoraFile, detect_format, is_alpha_key, is_text_encoder_key, is_weight_key, module_of
 from .layouts import is_t5_key
@@ -125,8 +127,6 @@ def coverage_error(applied: AppliedLora, lora: LoraFile, strict: bool) -> str | 
 
 def _landed(pipe, adapter: str, key: str, value) -> str | None:
     """``component.module`` when the converted tensor ``key`` sits in the model's adapter with equal values."""
-    import torch
-
     component_name, _, rest = key.partition(".")
     component = getattr(pipe, component_name, None) if component_name in COMPONENTS else None
     if component is None:
@@ -166,8 +166,6 @@ def _unpadded(weight, value, rank_dim: int):
 
 def check_fits(pipe, converted: dict, lora: LoraFile) -> None:
     """Refuse, before touching the model, a LoRA whose layer sizes differ from the model's."""
-    import torch
-
     for key, value in converted.items():
         component_name, _, rest = key.partition(".")
         component = getattr(pipe, component_name, None) if component_name in COMPONENTS else None

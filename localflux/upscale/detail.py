@@ -24,7 +24,13 @@ from __future__ import annotations
 import hashlib
 import logging
 
+import numpy as np
+from PIL import Image
+
+from .. import pipeline
 from ..errors import ConfigError
+from ..geometry import PATCH
+from .tiling import Span, Tile, axis_weights, plan_axis
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +47,6 @@ def tile_seed(seed: int, index: int) -> int:
 
 def plan_grid(width: int, height: int, tile: int, overlap: int, multiple: int):
     """``(padded width, padded height, [tiling.Tile, ...])``; every tile's extent is a multiple of ``multiple``."""
-    from .tiling import Span, Tile, plan_axis
-
     def up(n: int) -> int:
         return -(-n // multiple) * multiple
 
@@ -77,17 +81,10 @@ def detail_pass(image, *, model: dict, strength: float, seed: int, prompts: dict
 
     ``model``: ``[model]`` keys (source, base, preset …); ``prompts``: the text per encoder (FLUX.1: clip, t5).
     """
-    import numpy as np
-    from PIL import Image
-
-    from .. import pipeline
-    from .tiling import axis_weights
-
     if not 0 < strength <= MAX_DETAIL:
         raise ConfigError(f"upscale.detail must be in (0, {MAX_DETAIL}], got {strength!r}")
     rgb = image.convert("RGB")
     width, height = rgb.size
-    from ..geometry import PATCH
 
     found, family, _ = pipeline.identify(pipeline.coerce_config({"model": dict(model)}).model)
     multiple = PATCH * family.vae_scale_factor(found)

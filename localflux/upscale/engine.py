@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .. import device as policy
 from ..device import available_ram
 from ..errors import UpscaleError
+from ..progress import progress_bar
 from .tiling import Span, axis_weights, plan_axis
 
 log = logging.getLogger(__name__)
@@ -51,15 +53,11 @@ class RunInfo:
 
 def pick_device(name: str = "auto") -> torch.device:
     """The house policy (``localflux.device``), as a torch device."""
-    from .. import device
-
-    return torch.device(device.pick_device(name))
+    return torch.device(policy.pick_device(name))
 
 
 def pick_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
     """The house policy for upscaling (``localflux.device``): float16 on GPUs, float32 on the CPU."""
-    from .. import device as policy
-
     return getattr(torch, policy.pick_dtype(str(device), name, work=policy.UPSCALING))
 
 
@@ -225,8 +223,6 @@ def _out_slice(span: Span, scale: int) -> slice:
 
 
 def _progress_bar(total: int, enabled: bool):
-    from ..progress import progress_bar
-
     return progress_bar(total, "upscale", "tile", enabled=enabled)
 
 

@@ -30,6 +30,7 @@ from .. import photos
 from ..errors import UpscaleError
 from ..io import png
 from ..io.png import CHUNK_RECIPE as RECIPE_KEY  # one name for the recipe chunk, defined with the PNG chunks
+from ..tasks.images import open_checked
 from . import pngio
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,6 @@ def read_picture(path: Path) -> Picture:
     path = Path(path)
     if not path.is_file():
         raise UpscaleError(f"input image {str(path)!r} not found")
-    from ..tasks.images import open_checked
 
     try:
         with open_checked(path, f"input {str(path)!r}") as image:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..errors import UpscaleError, first_line
+from ..hashing import sha256_file
 from .arch import RRDBNet, SRVGGNetCompact
 
 PTH_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -56,8 +58,6 @@ class LoadedUpscaler:
 
 
 def file_sha256(path: Path) -> str:
-    from ..hashing import sha256_file  # cached by path, size and mtime, shared with the FLUX weights
-
     return sha256_file(path)
 
 
@@ -68,8 +68,6 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         raise UpscaleError(f"upscaler weights {str(path)!r} not found; check the path or run 'localflux weights list'")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = dict(handle.metadata() or {})

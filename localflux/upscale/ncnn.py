@@ -261,7 +261,7 @@ def _convert_srvgg(layers: list[NcnnLayer], weights: dict, path: Path) -> Conver
         body_index += 1
     # The input residual: nearest upsampling of the input by the model scale, added to the output.
     interp = [layer for layer in layers if layer.type == "Interp"]
-    _require(any(int(l.get(0, 0)) == 1 and l.get(1) == float(scale) for l in interp), path, "no nearest-upsampled input residual")
+    _require(any(int(layer.get(0, 0)) == 1 and layer.get(1) == float(scale) for layer in interp), path, "no nearest-upsampled input residual")
     last = sd[f"body.{body_index - 1}.weight"]
     _require(last.shape[0] == 3 * scale * scale, path, f"last convolution has {last.shape[0]} outputs for scale {scale}")
     num_params = int(sum(v.size for v in sd.values()))

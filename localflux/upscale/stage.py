@@ -17,8 +17,21 @@ import numpy as np
 
 from ..errors import UpscaleError
 from ..hashing import sha256_file
+from ..io import png
 from . import registry
-from .images import Picture, add_upscale_step, encode_png, picture_from_pil, read_picture, resize, samples_to_pil, target_size
+from .bands import NativeWriter, ResizeWriter
+from .engine import BORDER, DEFAULT_OVERLAP, Engine, pick_device, pick_dtype, to_integer
+from .images import (
+    Picture,
+    add_upscale_step,
+    encode_png,
+    picture_from_pil,
+    read_picture,
+    resize,
+    samples_to_pil,
+    target_size,
+)
+from .loading import LoadedUpscaler, load_upscaler
 
 MIN_SCALE, MAX_SCALE = 1.0, 8.0
 DEFAULT_MODEL = "realesrgan-x4plus"
@@ -56,14 +69,11 @@ def choose_model(model: str | os.PathLike | None, scale: float) -> str | os.Path
 class Upscaler:
     """A model loaded on a device; call :meth:`run` for each picture."""
 
-    loaded: object  # loading.LoadedUpscaler
-    engine: object  # engine.Engine
+    loaded: LoadedUpscaler
+    engine: Engine
 
     @classmethod
     def load(cls, model: str | os.PathLike, *, device: str = "auto", dtype: str | None = None, log=None) -> "Upscaler":
-        from .engine import Engine, pick_device, pick_dtype
-        from .loading import load_upscaler
-
         path = registry.resolve(model, log=log)
         name = str(model) if str(model) in registry.KNOWN_MODELS else None
         loaded = load_upscaler(path, name=name)
@@ -83,8 +93,6 @@ class Upscaler:
         The network's output is streamed in bands straight into the integer result (see
         :mod:`.bands`): memory is the result itself plus one float band, not a full float image.
         """
-        from .engine import BORDER, DEFAULT_OVERLAP
-
         scale = check_scale(scale)
         alpha = check_alpha(alpha)
         overlap = DEFAULT_OVERLAP if overlap is None else overlap
@@ -118,8 +126,6 @@ class Upscaler:
     def _network_into(self, out: np.ndarray, first: int, color: np.ndarray, gray: bool, max_value: int,
                       tile: int | None, overlap: int, progress: bool):
         """Run the network on ``color`` and write the result, at ``out``'s size, from channel ``first`` on."""
-        from .bands import NativeWriter, ResizeWriter
-
         native_height, native_width = color.shape[0] * self.native_scale, color.shape[1] * self.native_scale
         if out.shape[:2] == (native_height, native_width):
             writer = NativeWriter(out, first, gray, max_value)
@@ -132,8 +138,6 @@ class Upscaler:
     def _alpha_into(self, out: np.ndarray, alpha: np.ndarray, mode: str, max_value: int, tile: int, overlap: int,
                     progress: bool) -> None:
         """The last channel of ``out`` from the alpha plane, as ``mode`` says (see docs/upscale.md)."""
-        from .engine import to_integer
-
         size = (out.shape[1], out.shape[0])
         if mode == "resize":
             out[:, :, -1] = to_integer(resize(alpha, size), max_value)
@@ -205,8 +209,6 @@ def upscale_file(path: Path, upscaler: Upscaler, scale: float, *, tile: int | No
 
     ``notes``: the user's ``source`` / ``license`` of the input, recorded in the step with its sha256.
     """
-    from ..io import png
-
     picture = read_picture(path)
     samples, record = upscaler.run(picture, scale, tile=tile, overlap=overlap, alpha=alpha, progress=progress)
     if notes:
