@@ -17,7 +17,7 @@ def trained():
     """The tiny transformer with a rank-4, alpha-2 PEFT adapter whose weights are random (as after training)."""
     from peft import LoraConfig
 
-    from localflux.tiny import build_tiny_pipeline
+    from localflux.families.flux1.tiny import build_tiny_pipeline
 
     torch.manual_seed(0)
     pipe = build_tiny_pipeline("schnell")
@@ -52,7 +52,7 @@ def test_exported_file_merges_to_the_trained_delta_without_reading_the_header(tr
 
 
 def test_diffusers_load_gives_the_trained_weights(trained, tmp_path):
-    from localflux.tiny import build_tiny_pipeline
+    from localflux.families.flux1.tiny import build_tiny_pipeline
     from localflux.train.export import write_lora
 
     pipe, deltas = trained
