@@ -71,3 +71,96 @@ def _init_random_(module, generator) -> None:
                 param.fill_(1.0)
             else:
                 param.zero_()
+
+
+# ---------------------------------------------------------------- FLUX.2
+
+# bench --tiny --model NAME: the built-in miniature with the same pipeline class and preset kind
+FLUX2_TINY = {"klein-4b": "tiny-flux2", "klein-9b": "tiny-flux2", "klein-base-4b": "tiny-flux2-base",
+              "klein-base-9b": "tiny-flux2-base", "flux2-dev": "tiny-flux2-dev"}
+# FLUX.2 [dev]'s text encoder, Mistral-Small-3.1-24B's published config (no config is packaged: footprint.py)
+MISTRAL_TEXT = dict(model_type="mistral", vocab_size=131072, hidden_size=5120, intermediate_size=32768,
+                    num_hidden_layers=40, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                    max_position_embeddings=131072, rope_theta=1_000_000_000.0, rms_norm_eps=1e-5,
+                    bos_token_id=1, eos_token_id=2, pad_token_id=11)
+MISTRAL_VISION = dict(model_type="pixtral", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                      num_attention_heads=16, head_dim=64, patch_size=14, image_size=1540)
+
+
+def flux2_pipeline_class(name: str):
+    from diffusers import Flux2KleinPipeline, Flux2Pipeline
+
+    return Flux2Pipeline if name == "flux2-dev" else Flux2KleinPipeline
+
+
+def build_fullsize_flux2(name: str, device: str, dtype, seed: int = 0, park_on: str | None = None,
+                         root=None) -> dict:
+    """Flux2KleinPipeline / Flux2Pipeline components of a full-size FLUX.2 model (``footprint.SIZED_MODELS``)
+    with seeded random weights made on ``device``.
+
+    The transformer and VAE are built on the meta device from the packaged configs and filled on ``device``
+    (as for FLUX.1); the text encoder (Qwen3 for klein, Mistral 3 for dev) is built directly on ``device`` in
+    ``dtype`` by transformers, which computes its rotary buffers and initialises its weights. The tokenizers
+    are the miniature's (no vocabulary can be downloaded) with the real padded length, 512 tokens.
+    ``root``: a diffusers folder whose configs replace the packaged ones (tests use a saved miniature).
+    """
+    import json
+    from pathlib import Path
+
+    import torch
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+
+    from ..families.flux2.footprint import SIZED_MODELS, _text_encoder_on_meta
+    from ..families.flux2.presets import CONFIGS
+    from ..families.flux2.tiny import _scheduler, mistral_tokenizer, qwen_tokenizer
+
+    preset, folder = SIZED_MODELS[name]
+    own = Path(root) if root is not None else CONFIGS / folder
+    klein4 = Path(root) if root is not None else CONFIGS / "FLUX.2-klein-4B"
+
+    def read(where, part):
+        return json.loads((where / part / "config.json").read_text())
+
+    dev = name == "flux2-dev"
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.device("meta"):
+        transformer = Flux2Transformer2DModel.from_config(read(own, "transformer"))
+        vae_root = own if (own / "vae" / "config.json").is_file() else klein4
+        vae = AutoencoderKLFlux2.from_config(read(vae_root, "vae"))
+    models = {"transformer": transformer, "vae": vae}
+    for module in models.values():
+        module.to(dtype)
+        module.to_empty(device=device)
+        _init_random_(module, generator)
+    with torch.no_grad():  # the VAE's latent batch-norm statistics (buffers): identity
+        vae.bn.running_mean.zero_()
+        vae.bn.running_var.fill_(1.0)
+        vae.bn.num_batches_tracked.zero_()
+    if park_on is not None:
+        for module in models.values():
+            module.to(park_on)
+
+    fork_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=fork_devices), torch.device(device):
+        torch.manual_seed(seed)
+        if dev and not (own / "text_encoder" / "config.json").is_file():
+            from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+            config = Mistral3Config(text_config=MISTRAL_TEXT, vision_config=MISTRAL_VISION, image_token_index=10,
+                                    spatial_merge_size=2, projector_hidden_act="gelu")
+            text_encoder = Mistral3ForConditionalGeneration._from_config(config, dtype=dtype)
+        else:
+            text_root = own if (own / "text_encoder" / "config.json").is_file() else klein4
+            meta = _text_encoder_on_meta(read(text_root, "text_encoder"))  # only for its config class
+            text_encoder = type(meta)._from_config(meta.config, dtype=dtype)
+    text_encoder.eval().requires_grad_(False)
+    if park_on is not None:
+        text_encoder.to(park_on)
+    for module in models.values():
+        module.eval().requires_grad_(False)
+    components = {**models, "text_encoder": text_encoder,
+                  "tokenizer": mistral_tokenizer() if dev else qwen_tokenizer(),
+                  "scheduler": _scheduler("FLUX.2-dev" if dev else "FLUX.2-klein-4B")}
+    if not dev:
+        components["is_distilled"] = preset == "klein"
+    return components

@@ -66,6 +66,8 @@ TARGETS = {  # issue 6/7 goals (ratio to the baseline, or seconds); printed next
     ("schnell", "fast"): "end to end <= 0.5 s",
     ("dev", "cap24-auto"): "ratio <= 0.5 vs diffusers model offload",
     ("dev", "cap12-auto"): "ratio <= 0.5 vs diffusers group offload",
+    ("klein-4b", "eager"): "end to end ~0.57 s on an H100 (BFL / third parties, 1024², 4 steps)",
+    ("klein-4b", "fast"): "end to end ~0.57 s on an H100 (BFL / third parties, 1024², 4 steps)",
 }
 
 
@@ -86,12 +88,21 @@ class Settings:
     seed: int = 0
 
 
+def is_flux2(s: Settings) -> bool:
+    """FLUX.2 runs are named by their model (``klein-4b``, ``flux2-dev``, ...: families/flux2/footprint.py)."""
+    from ..families.flux2.footprint import SIZED_MODELS
+
+    return s.preset in SIZED_MODELS
+
+
 def settings_from_args(args) -> Settings:
     from ..families.flux1.presets import PRESETS
+    from ..families.flux2.footprint import SIZED_MODELS
+    from ..families.flux2.presets import PRESETS as FLUX2_PRESETS
 
     if args.mode not in MODES:
         raise ConfigError(f"bench mode {args.mode!r} is not known; one of: {', '.join(MODES)}")
-    preset = PRESETS[args.model]
+    preset = FLUX2_PRESETS[SIZED_MODELS[args.model][0]] if args.model in SIZED_MODELS else PRESETS[args.model]
     size = 64 if args.tiny else 1024
     return Settings(
         preset=args.model, mode=args.mode, width=args.width or size, height=args.height or size,
@@ -108,6 +119,15 @@ def settings_from_args(args) -> Settings:
 def make_components(s: Settings, park_on_cpu: bool) -> dict:
     import torch
 
+    if is_flux2(s):
+        from .models import FLUX2_TINY, build_fullsize_flux2
+
+        if s.tiny:
+            from ..families.flux2.tiny import build_tiny_components
+
+            return build_tiny_components(FLUX2_TINY[s.preset])
+        return build_fullsize_flux2(s.preset, s.device, getattr(torch, s.dtype), seed=s.seed,
+                                    park_on="cpu" if park_on_cpu else None)
     if s.tiny:
         from ..families.flux1.tiny import build_tiny_components
 
@@ -150,11 +170,14 @@ def place_localflux(pipe, s: Settings, mode: Mode, cap_bytes: int | None) -> tup
     from ..config import SpeedConfig
     from ..device import Placement
     from ..families import FAMILIES
-    from ..memory.footprint import footprint_of_pipe
     from ..memory.formats import check_runnable
     from ..memory.plan import MemoryPlan, Workload, auto_plan, probe_machine
     from ..speed import apply_speed
 
+    if is_flux2(s):
+        from ..families.flux2.footprint import footprint_of_pipe
+    else:
+        from ..memory.footprint import footprint_of_pipe
     placement = Placement(s.device, s.dtype)
     if mode.memory.get("plan") == "auto":
         machine = probe_machine(s.device)
@@ -165,7 +188,7 @@ def place_localflux(pipe, s: Settings, mode: Mode, cap_bytes: int | None) -> tup
     else:
         plan = MemoryPlan(**mode.memory)
     check_runnable(plan.transformer, s.device)
-    FAMILIES.by_name("flux1").place(pipe, placement, plan)
+    FAMILIES.by_name("flux2" if is_flux2(s) else "flux1").place(pipe, placement, plan)
     speed = SpeedConfig(**({"compile_backend": "eager"} if s.tiny else {}), **mode.speed)
     return plan.to_dict(), apply_speed(pipe, speed, s.device)
 
@@ -266,7 +289,7 @@ def stats(values: list[float]) -> dict:
 def baseline_renderer(pipe, s: Settings):
     import torch
 
-    def render_one(seed):
+    def render_one(seed):  # FluxPipeline, Flux2KleinPipeline and Flux2Pipeline take the same arguments here
         return pipe(prompt=PROMPT, height=s.height, width=s.width, num_inference_steps=s.steps,
                     guidance_scale=s.guidance, max_sequence_length=s.max_sequence_length,
                     generator=torch.Generator("cpu").manual_seed(seed)).images[0]
@@ -278,9 +301,10 @@ def localflux_renderer(pipe, s: Settings):
     from ..families import FAMILIES
     from ..render import RenderRequest, render
 
-    request = RenderRequest({"clip": PROMPT, "t5": PROMPT}, None, s.width, s.height, s.steps, s.guidance, 1.0,
+    prompts = {"text": PROMPT} if is_flux2(s) else {"clip": PROMPT, "t5": PROMPT}
+    request = RenderRequest(prompts, None, s.width, s.height, s.steps, s.guidance, 1.0,
                             s.max_sequence_length, vae_tiling=False)
-    family = FAMILIES.by_name("flux1")
+    family = FAMILIES.by_name("flux2" if is_flux2(s) else "flux1")
 
     def render_one(seed):
         images, _ = render(pipe, family, request, [seed], progress=False)
@@ -297,6 +321,11 @@ def run_bench(s: Settings, command: str, results_path: Path | None) -> dict:
     import torch
     from diffusers import FluxPipeline
 
+    pipeline_class = FluxPipeline
+    if is_flux2(s):
+        from .models import flux2_pipeline_class
+
+        pipeline_class = flux2_pipeline_class(s.preset)
     mode = MODES[s.mode]
     if not s.tiny and not torch.cuda.is_available():
         raise LocalFluxError("the full-size benchmark needs a CUDA GPU; use --tiny to run its code paths on the CPU")
@@ -309,13 +338,13 @@ def run_bench(s: Settings, command: str, results_path: Path | None) -> dict:
         if cap_bytes is not None:  # set after building: making the weights is not what is measured
             total = torch.cuda.get_device_properties(0).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, cap_bytes / total))
-        pipe = FluxPipeline(**components)
+        pipe = pipeline_class(**components)
         pipe.set_progress_bar_config(disable=True)
         extra = {}
         if side == "baseline":
             place_baseline(pipe, mode.baseline, s.device)
             render_one = baseline_renderer(pipe, s)
-            extra["kind"] = f"diffusers FluxPipeline {s.dtype} eager" + (
+            extra["kind"] = f"diffusers {pipeline_class.__name__} {s.dtype} eager" + (
                 f", {mode.baseline}" if mode.baseline != "eager" else "")
         else:
             extra["plan"], extra["speed"] = place_localflux(pipe, s, mode, cap_bytes)

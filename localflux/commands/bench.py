@@ -27,7 +27,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--tiny", action="store_true", help="the same code paths on the tiny model on the CPU (seconds)")
     parser.add_argument("--repeats", type=int, help="timed images per side (default 5; --tiny 2)")
     parser.add_argument("--warmup", type=int, help="untimed images first (default 1)")
-    parser.add_argument("--steps", type=int, help="default: the preset's (28 dev, 4 schnell; --tiny 2)")
+    parser.add_argument("--steps", type=int, help="default: the preset's (28 dev, 4 schnell, 4 klein, 50 klein base "
+                                                   "and flux2-dev; --tiny 2)")
     parser.add_argument("--width", type=int, help="image width (--mode upscale: the square input side)")
     parser.add_argument("--height", type=int)
     parser.add_argument("--results", metavar="FILE",
@@ -66,9 +67,6 @@ def run(args) -> int:
             text = "text_encoder (Mistral, published size)" if name == "flux2-dev" else "text_encoder"
             print(f"FLUX.2-{name}: transformer {fp.transformer:,}, {text} {fp.t5:,}, vae {fp.vae:,}")
         return 0
-    if args.model in FLUX2_MODELS:
-        raise ConfigError(f"bench --model {args.model}: timing FLUX.2 against plain diffusers is not wired yet; "
-                          "`localflux bench --dry-run` builds every FLUX.2 model on the meta device")
     from ..bench.run import print_record, run_bench, settings_from_args
 
     command = "localflux " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("localflux", "__main__.py")) else \
