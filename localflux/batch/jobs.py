@@ -19,7 +19,8 @@ A job file is an ordinary config file (``[model]``, ``[sampling]``, ``[size]``, 
 
 Each prompt becomes ``prompt.subject`` (the config's other prompt parts still apply); each item
 renders one image with its own seed. Items are ordered prompt-major, then image, then variant, then
-seed. A prompt may be a table with its own inputs: ``{ prompt = "…", image = "me.png", mask = "m.png" }``
+seed. A prompt may be a table with its own inputs: ``{ prompt = "…", image = "me.png", mask = "m.png" }``,
+``control = "edges.png"``, ``redux = ["look.png"]`` (any ``INPUT_KEYS``; variants too)
 (image paths relative to the job file, or inline ``{ path, source, license }`` tables).
 
 An item's id is a sha256 of what determines its pixels: the resolved config (without the output
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 
 JOB_KEYS = ("config", "prompts", "prompt_file", "seeds", "output", "variants", "images")
 # [input] keys a prompt table or a variant may give without the "input." prefix
-INPUT_KEYS = ("image", "mask", "references", "strength", "outpaint", "paste_back")
+INPUT_KEYS = ("image", "mask", "references", "strength", "outpaint", "paste_back", "control", "control_kind",
+              "canny_low", "canny_high", "redux", "redux_scale")
 # job.images: files with these suffixes are the job's images; other files are skipped (and said so)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Each item is exactly one image with its own seed; these belong to the job, not to a variant.

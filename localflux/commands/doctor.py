@@ -13,9 +13,11 @@ def add_parser(subparsers) -> None:
                              + " (default dev: FLUX.1 [dev])")
     parser.add_argument("--vram", type=float, metavar="GIB",
                         help="show the memory plans for a CUDA card with this much free memory instead of this machine's")
-    parser.add_argument("--task", choices=["text", "img2img", "inpaint", "fill", "kontext"], default="text",
+    parser.add_argument("--task", choices=["text", "img2img", "inpaint", "fill", "kontext", "control", "redux"],
+                        default="text",
                         help="plan for this task at 1024x1024 (fill and kontext: FLUX.1 Fill / Kontext [dev]); "
-                             "it adds a VAE encode of the input, Kontext also a reference's tokens, Fill a wider input")
+                             "it adds a VAE encode of the input, Kontext also a reference's tokens, Fill and control "
+                             "a wider input, Redux its prior")
     parser.set_defaults(func=run)
 
 

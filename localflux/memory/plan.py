@@ -67,7 +67,8 @@ class Workload:
     # What an image task adds (``Task.workload``; all 0 for text to image):
     reference_tokens: int = 0  # image tokens that follow the noise tokens (Kontext: the reference's)
     condition_channels: int = 0  # channels concatenated to each noise token (Fill: masked-image latents + mask)
-    encode_pixels: int = 0  # input pixels the VAE encodes before denoising (img2img, inpaint, Fill, Kontext)
+    encode_pixels: int = 0  # input pixels the VAE encodes before denoising (img2img, inpaint, Fill, Kontext, control)
+    prior_params: int = 0  # a model that visits the accelerator before denoising (Redux: SigLIP + Redux embedder)
 
     def task_note(self, vae_factor: int = 8) -> str:
         """What the task adds, in words ("" for text to image): for ``--dry-run`` and ``doctor --task``."""
@@ -80,6 +81,8 @@ class Workload:
             parts.append(f"transformer input widened by {self.condition_channels} channels per token")
         if self.encode_pixels:
             parts.append(f"VAE encode of {self.encode_pixels / 2**20:.2f} MP of input (1 MP = 1024²)")
+        if self.prior_params:
+            parts.append(f"a {self.prior_params / 1e9:.2f} B-parameter prior on the accelerator before denoising")
         return "; ".join(parts)
 
 
@@ -204,6 +207,9 @@ def stage_peaks(plan: MemoryPlan, fp: Footprint, work: Workload, gguf_bytes: int
         raise ValueError(f"unknown offload mode {plan.offload!r}")
     if "encode" in act:  # the input is encoded between text encoding and denoising: the VAE is on, as for decoding
         on["encode"] = on["decode"]
+    if work.prior_params:  # the prior (Redux) runs with the text encoders, before denoising: its weights join them
+        on["prior"] = on["text"] + work.prior_params * cb
+        act["prior"] = act["text"]
     if plan.t5_device == "cpu":  # T5 encodes on the CPU: its activations never touch the accelerator
         act["text"] = 0
     return {stage: on[stage] + act[stage] + RUNTIME_RESERVE for stage in on}

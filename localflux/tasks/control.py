@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 DEPTH_HUB_ID = "LiheYoung/depth-anything-large-hf"
 
 
+LATENT_CHANNELS = 16  # FLUX.1's VAE latent channels (the control picture's latents widen the transformer input)
+
+
 def control_loras(config) -> list[str]:
     """The ``[[lora]]`` paths that are FLUX.1 control LoRAs (read from the files' headers)."""
     from ..lora.files import is_control_lora_file
@@ -100,7 +103,13 @@ class ControlTask(Task):
             control.step("resize", to=[size.width, size.height], filter="lanczos", keep_aspect=False, by="diffusers")
         # one picture, not one per seed: diffusers repeats it over the batch and each seed's generator
         # VAE-samples its own copy (a list would be repeated again, once per image)
-        return Prepared(self.name, {"control_image": picture}, [control.record], record, size, role=self.role)
+        return Prepared(self.name, {"control_image": picture}, [control.record], record, size, role=self.role,
+                        workload=self.workload(size.width, size.height, size.multiple))
+
+    def workload(self, width, height, multiple, reference=None) -> dict:
+        # the control picture, at the output size, is VAE-encoded; its latents (16 channels x 2x2 = 64) are
+        # concatenated to each noise token: the control transformer reads 128 channels instead of 64
+        return {"encode_pixels": width * height, "condition_channels": 4 * LATENT_CHANNELS}
 
 
 def _resized(control, size):

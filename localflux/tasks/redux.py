@@ -28,6 +28,9 @@ from .images import read_input
 log = logging.getLogger(__name__)
 
 REDUX_HUB_ID = "black-forest-labs/FLUX.1-Redux-dev"
+# what the prior puts on the accelerator before denoising (memory plans): SigLIP-so400m's vision tower (≈ 0.43 B)
+# + the Redux embedder (1152 -> 12288 -> 4096: ≈ 0.065 B); it encodes with the base's own text encoders
+PRIOR_PARAMS = 493_000_000
 PRIOR_T5_TOKENS = 512  # FluxPriorReduxPipeline encodes the prompt at 512 T5 tokens (diffusers 0.42.1)
 _PRIORS: dict = {}  # (folder, device, dtype) -> FluxPriorReduxPipeline without text encoders (process-wide)
 
@@ -66,7 +69,10 @@ class ReduxTask(Task):
         pictures = [image.image for image in images]
         return Prepared(self.name, {}, [image.record for image in images], record, size, role=self.role,
                         encode=lambda pipe, request: redux_embeddings(pipe, folder, pictures, scale, request),
-                        replaces_prompt=True)
+                        replaces_prompt=True, workload=self.workload(size.width, size.height, size.multiple))
+
+    def workload(self, width, height, multiple, reference=None) -> dict:
+        return {"prior_params": PRIOR_PARAMS}
 
 
 def prior_folder(setting: str) -> Path:
