@@ -153,7 +153,7 @@ def format_text(info: dict) -> str:
             lines.append(f"LoRA:        {lora['name']} x{lora['scale']} sha256 {_short(lora['sha256'])} "
                          f"AutoV3 {lora['autov3'] or '-'} ({lora['path']})")
         for item in r["inputs"]:
-            lines.append(f"input:       {item.get('role', 'image')} {item.get('path')} sha256 {_short(item.get('sha256'))}"
+            lines.append(f"input:       {item.get('path')} sha256 {_short(item.get('sha256'))} ({item.get('role', 'image')})"
                          + _notes(item))
         for step in r["upscale_steps"]:
             lines.append(f"upscaled:    x{step.get('scale')} with {step.get('model') or step.get('path')} "

@@ -27,8 +27,8 @@ def test_sizes_snap_to_the_models_own_multiple(shape_folders, caplog):
     from localflux.pipeline import plan
 
     # a factor-4 VAE: multiples of 8, as FluxPipeline needs; 70x50 -> 72x48 (not 64x48 on the 16 grid)
-    plan = plan(config_from_dict({**config(shape_folders[DEV]), "size": {"width": 70, "height": 50}}))
-    assert (plan.size.width, plan.size.height) == (72, 48)
+    snapped = plan(config_from_dict({**config(shape_folders[DEV]), "size": {"width": 70, "height": 50}}))
+    assert (snapped.size.width, snapped.size.height) == (72, 48)
     with caplog.at_level("INFO", logger="localflux"):
         result = generate({**config(shape_folders[DEV]), "size": {"width": 70, "height": 50}}, save=False,
                           progress=False)[0]

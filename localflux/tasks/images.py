@@ -64,7 +64,7 @@ def open_checked(path: Path, name: str):
         if isinstance(exc, UnidentifiedImageError):
             detail = "not an image Pillow can read"
         elif "truncated" in str(exc):
-            detail = "truncated (the file ends early)"
+            detail = "not a readable image: it is truncated (the file ends early)"
         else:
             detail = f"not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         raise InputImageError(f"{name} is {detail}; pass a complete PNG, JPEG or WebP file") from None
