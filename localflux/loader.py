@@ -28,23 +28,15 @@ from huggingface_hub import errors as hf_errors
 from .config import ModelConfig, looks_like_hub_id
 from .device import Placement
 from .errors import ModelSourceError
+from .families import catalog
 from .memory.formats import check_runnable
 from .memory.plan import MemoryPlan
+from .source import Source
 from .speed import apply_speed, prepare_lora_hotswap
 
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a model comes from, resolved to local paths where possible."""
-
-    kind: str  # "tiny" (a built-in miniature) | "folder" | "hub" | "single_file"
-    text: str  # what the user wrote
-    path: Path | None = None  # folder or file on disk (hub: the cached snapshot)
-    base: "Source | None" = None  # single_file: the source of the other components
 
 
 @dataclass
@@ -67,9 +59,8 @@ class LoadedModel:
 
 def describe_source(text: str, base: str | None = None, revision: str | None = None, *, download: bool = False) -> Source:
     """Classify ``text`` and check it exists, without loading weights. Built-in names win over paths."""
-    from .families import FAMILIES  # the families' loaders import this module
 
-    if text in FAMILIES.builtin_names():
+    if text in catalog.builtin_names():
         return Source("tiny", text)
     path = Path(text).expanduser()
     if path.is_dir():
