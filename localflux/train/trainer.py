@@ -31,11 +31,26 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import schedule
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import cast_training_params
+from peft import LoraConfig as PeftLoraConfig
+
+from .. import optional, schedule
+from ..device import Placement, pick_device, pick_dtype
 from ..errors import ConfigError, TrainingError
+from ..families.flux1 import training
+from ..loader import load_model
+from ..output import ensure_output_dir
+from ..pipeline import identify
+from ..progress import progress_bar
 from . import checkpoint as ckpt
+from .cache import EMPTY_CAPTION, base_model_hash, build_cache
 from .config import TrainConfig
-from .dataset import DataOrder, Dataset, scan_dataset
+from .dataset import DataOrder, Dataset, describe_dataset, scan_dataset
+from .export import kohya_writer, lora_file_bytes, training_metadata, write_kohya_copy, write_lora
+from .previews import discard_after, render_previews
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +93,6 @@ class TrainResult:
 def preflight(config: TrainConfig, *, resume: bool = False) -> Preflight:
     """Everything that can be checked without loading a model; raises a LocalFluxError on the first problem."""
     if config.output.kohya:
-        from .export import kohya_writer
 
         kohya_writer()
     _check_optimizer(config)
@@ -107,22 +121,16 @@ def preflight(config: TrainConfig, *, resume: bool = False) -> Preflight:
 def _check_optimizer(config: TrainConfig) -> None:
     if config.optimizer.name != "adamw8bit":
         return
-    import torch
 
     if config.model.device == "cpu" or not torch.cuda.is_available():
         raise TrainingError("optimizer.name = 'adamw8bit' uses bitsandbytes, which needs a CUDA GPU and none is in use "
                             "here; use optimizer.name = 'adamw'")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise TrainingError("optimizer.name = 'adamw8bit' needs bitsandbytes: pip install bitsandbytes "
-                            "(or use optimizer.name = 'adamw')") from None
+    optional.require("bitsandbytes", "optimizer.name = 'adamw8bit' (or use optimizer.name = 'adamw')", TrainingError)
 
 
 def _check_fp8(config: TrainConfig) -> None:
     if not config.memory.fp8_base:
         return
-    import torch
 
     if not hasattr(torch, "float8_e4m3fn"):
         raise TrainingError(f"memory.fp8_base needs torch with float8 support (this is torch {torch.__version__}); "
@@ -134,13 +142,7 @@ def _check_fp8(config: TrainConfig) -> None:
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Run (or resume) the training described by ``config``; returns where the LoRA went and the losses."""
-    import torch
-    from accelerate import Accelerator
 
-    from ..device import pick_device, pick_dtype, Placement
-    from ..loader import load_model
-    from ..pipeline import identify
-    from .cache import base_model_hash, build_cache
 
     pre = preflight(config, resume=resume)
     device_name = pick_device(config.model.device)
@@ -193,8 +195,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         step, losses = _resume(pre.resume_from, state_base, named, optimizer, scheduler, generator, order)
         resumed_from = step
     if main:
-        from ..output import ensure_output_dir
-        from .previews import discard_after
 
         ensure_output_dir(pre.run_dir)
         ckpt.remove_incomplete(pre.run_dir)
@@ -258,7 +258,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
 
     kohya_path = None
     if main:
-        from .export import write_kohya_copy, write_lora
 
         write_lora(pre.lora_path, transformer, config.output.dtype, metadata(step))
         if config.output.kohya:
@@ -275,9 +274,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
 
 def add_lora(transformer, config: TrainConfig, *, device: str = "cpu", spec=None) -> list[str]:
     """Freeze the transformer and add the ``default`` adapter on the configured modules; returns their names."""
-    import torch
-    from peft import LoraConfig as PeftLoraConfig
-    from diffusers.training_utils import cast_training_params
 
     targets = lora_target_modules(transformer, config, spec)
     transformer.requires_grad_(False)
@@ -293,7 +289,6 @@ def add_lora(transformer, config: TrainConfig, *, device: str = "cpu", spec=None
 
 def lora_target_modules(transformer, config: TrainConfig, spec=None) -> list[str]:
     """Full module names for ``lora.targets`` inside the selected double and single blocks."""
-    import torch
 
     spec = spec or _flux1_spec()
     wanted = set(spec.default_targets(config.lora.targets))
@@ -335,17 +330,15 @@ def _check_buckets(dataset: Dataset, vae_scale_factor: int) -> None:
 
 
 def _flux1_spec():
-    from ..families.flux1 import training
 
     return training
 
 
 def make_optimizer(config: TrainConfig, params: list):
-    import torch
 
     o = config.optimizer
     if o.name == "adamw8bit":
-        import bitsandbytes as bnb  # availability checked in preflight
+        import bitsandbytes as bnb  # optional: optional.require in preflight (_check_optimizer)
 
         cls = bnb.optim.AdamW8bit
     else:
@@ -354,7 +347,6 @@ def make_optimizer(config: TrainConfig, params: list):
 
 
 def make_scheduler(config: TrainConfig, optimizer, total: int):
-    from diffusers.optimization import get_scheduler
 
     # Stepped once per optimizer step by the loop itself (not prepared by accelerate, which would
     # step it once per process).
@@ -372,7 +364,6 @@ def sample_sigmas(kind: str, generator, count: int, *, mean: float, std: float, 
                   spec=None) -> "object":
     """Noise levels in (0, 1): uniform, logit-normal (SD3), or logit-normal shifted by image size as the family's
     sampler shifts it (``spec.mu``: FLUX.1 from the scheduler config, FLUX.2 diffusers' empirical mu)."""
-    import torch
 
     if kind == "uniform":
         return torch.rand(count, generator=generator)
@@ -385,10 +376,7 @@ def sample_sigmas(kind: str, generator, count: int, *, mean: float, std: float, 
 
 def _draw_batch(indices: list[int], dataset: Dataset, cache, config: TrainConfig, generator, pipe, spec) -> dict:
     """The global micro-batch and its random draws (same on every process, in a fixed order)."""
-    import torch
 
-    from .. import schedule
-    from .cache import EMPTY_CAPTION
 
     items = [dataset.items[i] for i in indices]
     latents = torch.stack([cache.latents[(it.sample, it.bucket)] for it in items]).float()
@@ -429,7 +417,6 @@ def flow_loss(model, *, latents, noise, sigmas, text: dict, weights, device: str
 
 
 def _resume(path: Path, state_base: dict, named: dict, optimizer, scheduler, generator, order: DataOrder):
-    import torch
 
     found = ckpt.load_checkpoint(path)
     state = found.state
@@ -472,7 +459,6 @@ def _changed_key(old: dict, new: dict, prefix: str = "") -> str | None:
 
 
 def _metadata(config: TrainConfig, dataset_sha: str, model_sha: str, step: int) -> dict[str, str]:
-    from .export import training_metadata
 
     return training_metadata(config=config, dataset_sha256=dataset_sha, base_model_sha256=model_sha, step=step)
 
@@ -480,8 +466,6 @@ def _metadata(config: TrainConfig, dataset_sha: str, model_sha: str, step: int) 
 def _previews(accelerator, config, loaded, transformer, step, run_dir, device, metadata) -> list[Path]:
     paths = []
     if accelerator.is_main_process:
-        from .export import lora_file_bytes
-        from .previews import render_previews
 
         trainable = [p for p in transformer.parameters() if p.requires_grad]
         paths = render_previews(config, loaded, lora_file_bytes(transformer, config.output.dtype, metadata),
@@ -520,14 +504,12 @@ def _die_at(kill_at, step: int, where: int | str) -> None:
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from ..progress import progress_bar
 
     return progress_bar(total, "training", "step", leave=True, initial=initial)
 
 
 def describe_run(pre: Preflight) -> str:
     """What ``train-lora --dry-run`` prints: the dataset and the plan, checked, without loading weights."""
-    from .dataset import describe_dataset
 
     c = pre.config
     per_step = c.training.batch_size * c.training.gradient_accumulation
