@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import math
 
+import torch
+
+from ..families.flux1.tiny import _clip_tokenizer, _scheduler, _t5_tokenizer
 from ..memory.footprint import build_on_meta, footprint_of, packaged_config_root
 
 KNOWN_BUFFERS = {"text_encoder": {"embeddings.position_ids"}}  # everything else is a parameter
@@ -39,9 +42,7 @@ def build_fullsize_components(preset: str, device: str, dtype, seed: int = 0, pa
     ``park_on="cpu"`` moves each model there right after it is made (offload benchmarks), so the
     GPU never holds more than the largest one. ``root``: another config folder (tests use the tiny one).
     """
-    import torch
 
-    from ..families.flux1.tiny import _clip_tokenizer, _scheduler, _t5_tokenizer
 
     models = build_on_meta(root or packaged_config_root(preset))
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -61,7 +62,6 @@ def build_fullsize_components(preset: str, device: str, dtype, seed: int = 0, pa
 
 
 def _init_random_(module, generator) -> None:
-    import torch
 
     with torch.no_grad():
         for name, param in module.named_parameters():

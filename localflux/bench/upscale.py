@@ -13,7 +13,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .run import GiB, SCHEMA_VERSION, DevicePeak, append_result, device_facts, stats, version_facts
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import LocalFluxError
+from ..upscale.images import picture_from_pil
+from ..upscale.stage import Upscaler
+from .run import SCHEMA_VERSION, DevicePeak, GiB, append_result, device_facts, stats, version_facts
 
 TARGET = "end to end <= 0.2 s (x4plus, 1024 -> 4096, fp16)"
 _TEST_CROP = Path(__file__).resolve().parents[2] / "tests" / "data" / "upscale" / "astronaut-96.png"
@@ -21,8 +28,6 @@ _TEST_CROP = Path(__file__).resolve().parents[2] / "tests" / "data" / "upscale" 
 
 def photo(size: int):
     """(``size`` x ``size`` float RGB in [0, 1], what it is): scikit-image's astronaut if installed, else our crop, tiled."""
-    import numpy as np
-    from PIL import Image
 
     source = None
     spec = importlib.util.find_spec("skimage")
@@ -43,14 +48,8 @@ def photo(size: int):
 
 def run_upscale_bench(*, upscaler: str, size: int, tiny: bool, warmup: int, repeats: int, command: str,
                       results_path: Path | None) -> dict:
-    import numpy as np
-    import torch
 
-    from PIL import Image
 
-    from ..errors import LocalFluxError
-    from ..upscale.images import picture_from_pil
-    from ..upscale.stage import Upscaler
 
     if not tiny and not torch.cuda.is_available():
         raise LocalFluxError("the full-size upscale benchmark needs a CUDA GPU; use --tiny to run its code paths on the CPU")
