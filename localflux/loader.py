@@ -21,6 +21,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import huggingface_hub  # called as huggingface_hub.snapshot_download, so tests can stand in for the hub
 from huggingface_hub import errors as hf_errors
@@ -34,6 +35,11 @@ from .memory.plan import MemoryPlan
 from .source import Source
 from .speed import apply_speed, prepare_lora_hotswap
 
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+    from .lora.state import LoraState
+
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
@@ -41,7 +47,7 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
 
 @dataclass
 class LoadedModel:
-    pipe: object
+    pipe: DiffusionPipeline
     source: Source
     placement: Placement
     preset: str
@@ -49,7 +55,7 @@ class LoadedModel:
     family: str = ""  # the family's name (families/)
     files: list[Path] = field(default_factory=list)  # every file whose bytes feed the pixels
     fingerprint: str | None = None  # tiny: sha256 of its in-memory weights
-    lora_state: object = None  # lora.state.LoraState: the LoRAs now in the pipe (None: clean base weights)
+    lora_state: LoraState | None = None  # the LoRAs now in the pipe (None: clean base weights)
     memory_plan: dict | None = None  # the MemoryPlan applied (memory/plan.py), recorded in recipes
     speed: dict | None = None  # what speed.apply_speed applied, recorded in recipes
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Replay:
-    image: object
+    image: Image.Image
     recipe: dict
     path: Path | None
     max_difference: int  # largest per-channel difference from the original file, in levels

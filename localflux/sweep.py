@@ -45,7 +45,7 @@ class Cell:
     seed: int
     value: Any
     path: Path | None
-    image: object
+    image: Image.Image
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Sweep:
     values: list
     seeds: list[int]
     cells: list[Cell] = field(default_factory=list)
-    sheet: object = None  # PIL image
+    sheet: Image.Image | None = None
     sheet_path: Path | None = None
     layout: Layout | None = None
 

@@ -67,7 +67,7 @@ class Item:
     prompt: str  # "" when the job has no prompts of its own (job.images with the config's prompt)
     seed: int
     variant: str | None
-    plan: object  # pipeline.Plan: resolved config, size, request (input pixels released: see ``render_plan``)
+    plan: pipeline.Plan  # resolved config, size, request (input pixels released: see ``render_plan``)
     item_id: str  # sha256 hex of the pixel-determining inputs
     filename: str
     image: str | None = None  # job.images: the file of this item

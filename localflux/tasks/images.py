@@ -86,7 +86,7 @@ class InputImage:
     """One input, read: the RGB pixels (upright) and its recipe record."""
 
     role: str
-    image: object  # PIL.Image.Image, RGB
+    image: Image.Image  # RGB
     record: dict = field(default_factory=dict)
 
     def step(self, op: str, **facts) -> None:
