@@ -4,7 +4,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-slow lint clean
 
 install:
 	@bash scripts/install.sh
@@ -15,6 +15,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check localflux tests scripts
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

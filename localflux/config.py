@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .families import catalog
 
 SCHEMA_NOTE = "see configs/schnell.toml for every key"
 
@@ -599,10 +600,9 @@ def _resolve_path_value(key: str, value: Any, base_dir: Path, path_keys: tuple[s
     if not isinstance(value, str) or not value:
         return value
     if key == "model.source":
-        from .families import FAMILIES  # families import config types; config is the lower layer
 
         candidate = base_dir / value
-        if value in FAMILIES.builtin_names() or Path(value).is_absolute():
+        if value in catalog.builtin_names() or Path(value).is_absolute():
             return value
         if candidate.exists() or not looks_like_hub_id(value) or value.startswith("."):
             return str(candidate.resolve())
@@ -610,9 +610,8 @@ def _resolve_path_value(key: str, value: Any, base_dir: Path, path_keys: tuple[s
     if key == "upscale.model" and "/" not in value and not value.endswith(_WEIGHT_SUFFIXES):
         return value  # an installed upscaler's name
     if key == "upscale.detail_model":
-        from .families import FAMILIES
 
-        if value in FAMILIES.builtin_names():
+        if value in catalog.builtin_names():
             return value
     if key in path_keys and not Path(value).is_absolute():
         if key in _HUB_KEYS and looks_like_hub_id(value) and not (base_dir / value).exists():

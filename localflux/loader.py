@@ -21,6 +21,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import huggingface_hub  # called as huggingface_hub.snapshot_download, so tests can stand in for the hub
 from huggingface_hub import errors as hf_errors
@@ -28,28 +29,25 @@ from huggingface_hub import errors as hf_errors
 from .config import ModelConfig, looks_like_hub_id
 from .device import Placement
 from .errors import ModelSourceError
+from .families import catalog
 from .memory.formats import check_runnable
 from .memory.plan import MemoryPlan
+from .source import Source
 from .speed import apply_speed, prepare_lora_hotswap
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+    from .lora.state import LoraState
 
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a model comes from, resolved to local paths where possible."""
-
-    kind: str  # "tiny" (a built-in miniature) | "folder" | "hub" | "single_file"
-    text: str  # what the user wrote
-    path: Path | None = None  # folder or file on disk (hub: the cached snapshot)
-    base: "Source | None" = None  # single_file: the source of the other components
-
-
 @dataclass
 class LoadedModel:
-    pipe: object
+    pipe: DiffusionPipeline
     source: Source
     placement: Placement
     preset: str
@@ -57,7 +55,7 @@ class LoadedModel:
     family: str = ""  # the family's name (families/)
     files: list[Path] = field(default_factory=list)  # every file whose bytes feed the pixels
     fingerprint: str | None = None  # tiny: sha256 of its in-memory weights
-    lora_state: object = None  # lora.state.LoraState: the LoRAs now in the pipe (None: clean base weights)
+    lora_state: LoraState | None = None  # the LoRAs now in the pipe (None: clean base weights)
     memory_plan: dict | None = None  # the MemoryPlan applied (memory/plan.py), recorded in recipes
     speed: dict | None = None  # what speed.apply_speed applied, recorded in recipes
 
@@ -67,9 +65,8 @@ class LoadedModel:
 
 def describe_source(text: str, base: str | None = None, revision: str | None = None, *, download: bool = False) -> Source:
     """Classify ``text`` and check it exists, without loading weights. Built-in names win over paths."""
-    from .families import FAMILIES  # the families' loaders import this module
 
-    if text in FAMILIES.builtin_names():
+    if text in catalog.builtin_names():
         return Source("tiny", text)
     path = Path(text).expanduser()
     if path.is_dir():

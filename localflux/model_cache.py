@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 
 from .loader import LoadedModel, load_model, model_key
-from .memory.plan import MemoryPlan
 from .lora.state import LoraRequest, can_keep, remove_loras
+from .memory.plan import MemoryPlan
 
 
 class ModelCache:

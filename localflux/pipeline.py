@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import secrets
 from dataclasses import dataclass
@@ -20,21 +21,32 @@ from . import config as config_mod
 from .config import Config
 from .device import resolve_placement
 from .errors import ConfigError
-from .families import FAMILIES, Family
+from .families import Family
+from .families.registry import FAMILIES
 from .geometry import PATCH
 from .hashing import sha256_file
+from .io.c2pa import check_output
+from .io.png import save_png, signer_for
 from .loader import LoadedModel, Source, describe_source
+from .lora.files import check_lora_path
 from .lora.state import apply_loras, lora_request
-from .memory.plan import MemoryPlan
-from .memory.resolve import resolve_plan
+from .memory.plan import GiB, MemoryPlan, stage_peaks
+from .memory.resolve import gguf_of, resolve_plan, workload
 from .model_cache import MODELS
+from .output import check_output_dir, ensure_output_dir, unique_path
+from .progress import progress_bar
 from .prompts import PART_ORDER, join_prompt
 from .recipe import versions
 from .recipe_schema import SCHEMA_VERSION, FileRecord, ModelRecord, Recipe, SizeRecord
-from .render import RenderRequest, prompt_warnings, vae_tiling_enabled
+from .render import RenderRequest, prompt_warnings, render, vae_tiling_enabled
 from .resolution import Size, resolve_size
 from .tasks import TASKS, Prepared, Task
 from .tasks.images import absolute_input_paths, describe_task, strip_pixels
+from .upscale import upscale_pil
+# cycle: upscale/detail renders its pass through this module's generate; both sides import the other module
+# (not names from it) at the top, so either can be imported first
+from .upscale import detail as upscale_detail
+from .upscale.registry import check_reference
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +86,6 @@ def plan(config: Config) -> Plan:
     """Resolve a config into a concrete plan, without loading weights or downloading anything."""
     config = _absolute_paths(config)
     if config.output.content_credentials:  # before minutes of loading: the package and the key files
-        from .io.c2pa import check_output
 
         check_output(config.output)
     source, family, preset = identify(config.model)
@@ -82,9 +93,8 @@ def plan(config: Config) -> Plan:
     family.validate(config)
     task = TASKS.select(config, family, preset)
     task.validate(config, family, preset)
-    from .upscale.detail import check_detail
 
-    check_detail(config, preset)
+    upscale_detail.check_detail(config, preset)
     seed_was_random = config.sampling.seed is None
     if seed_was_random:
         config = config_mod.replace(config, **{"sampling.seed": secrets.randbelow(RANDOM_SEED_LIMIT)})
@@ -122,12 +132,10 @@ def identify(model) -> tuple[Source, Family, str]:
 def _check_files(config: Config) -> None:
     """A missing LoRA or upscaler must stop the run (a whole batch) before any model loads."""
     if config.lora:
-        from .lora.files import check_lora_path
 
         for entry in config.lora:
             check_lora_path(entry.path)
     if config.upscale.enabled:
-        from .upscale.registry import check_reference
 
         check_reference(config.upscale.model)
 
@@ -146,7 +154,6 @@ def generate(config, *, save: bool = True, progress: bool = True, out_dir: str |
 
 def _generate(plan: Plan, *, save: bool, progress: bool, on_result) -> list[Result]:
     if save:
-        from .output import check_output_dir
 
         check_output_dir(plan.config.output.dir)
     model = load(plan)
@@ -154,7 +161,6 @@ def _generate(plan: Plan, *, save: bool, progress: bool, on_result) -> list[Resu
     _announce_loras(model)
     folder = None
     if save:
-        from .output import ensure_output_dir
 
         folder = ensure_output_dir(plan.config.output.dir)
     warnings = prompt_warnings(plan.family, model.pipe, plan.request)
@@ -210,8 +216,6 @@ def memory_plan_for(plan: Plan, placement) -> MemoryPlan:
 
 def memory_estimate(plan: Plan, placement) -> list[str]:
     """``--dry-run`` lines: what the task adds to the work, and the estimated accelerator peak of each stage."""
-    from .memory.plan import GiB, stage_peaks
-    from .memory.resolve import gguf_of, workload
 
     multiple = PATCH * plan.family.vae_scale_factor(plan.source)
     work = workload(plan.config, placement, multiple, size=plan.size, task=plan.prepared.workload)
@@ -235,7 +239,6 @@ def memory_estimate(plan: Plan, placement) -> list[str]:
 
 def render_batch(plan: Plan, model: LoadedModel, seeds: list[int], warnings: list[str], *, progress: bool = True) -> list[Result]:
     """Render ``seeds`` in one forward pass and attach each image's recipe (and upscale, if enabled)."""
-    from .render import render
 
     index0 = plan.seeds.index(seeds[0])
     desc = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
@@ -259,7 +262,6 @@ def render_batch(plan: Plan, model: LoadedModel, seeds: list[int], warnings: lis
 
 def upscale_stage(image, upscale, device: str, *, progress: bool = True):
     """The chained Real-ESRGAN stage (``[upscale]``); returns (image, recipe record)."""
-    from .upscale import upscale_pil
 
     return upscale_pil(image, model=upscale.model, scale=upscale.scale, tile=upscale.tile, device=device,
                        alpha=upscale.alpha, progress=progress)
@@ -267,14 +269,13 @@ def upscale_stage(image, upscale, device: str, *, progress: bool = True):
 
 def detail_stage(image, plan: Plan, seed: int, device: str, *, progress: bool = True):
     """The detail pass after Real-ESRGAN (``[upscale] detail``): tiled img2img with the render's prompt."""
-    from .upscale.detail import detail_pass
 
     c, up = plan.config, plan.config.upscale
     if up.detail_model is not None:
         model = {"source": up.detail_model}
     else:
         model = {"source": c.model.source, "base": c.model.base, "revision": c.model.revision}
-    return detail_pass(image, model=model, strength=up.detail, seed=seed, prompts=dict(plan.request.prompts),
+    return upscale_detail.detail_pass(image, model=model, strength=up.detail, seed=seed, prompts=dict(plan.request.prompts),
                        steps=up.detail_steps, tile=up.detail_tile, overlap=up.detail_overlap, device=device,
                        dtype=c.model.dtype, progress=progress)
 
@@ -321,8 +322,6 @@ def build_recipe(plan: Plan, model: LoadedModel, seed: int, index: int, sigmas: 
 
 
 def save_result(result: Result, folder: Path, config: Config) -> Path:
-    from .output import unique_path
-    from .io.png import save_png, signer_for
 
     signer = signer_for(config.output)
 
@@ -351,7 +350,6 @@ def _batches(seeds: list[int], size: int) -> list[list[int]]:
 def _image_bar(total: int, progress: bool):
     if not progress or total < 2:
         return None
-    from .progress import progress_bar
 
     return progress_bar(total, "images", "img", leave=True)
 
@@ -391,7 +389,6 @@ def _absolute_paths(config: Config) -> Config:
 
 def describe(plan: Plan) -> str:
     """Human-readable account of what ``generate`` would do (``--dry-run``)."""
-    import json
 
     c = plan.config
     r = plan.request

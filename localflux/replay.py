@@ -7,17 +7,29 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from . import config as config_mod
+from . import pipeline
 from .errors import ConfigError, ModelSourceError, RecipeError, WeightsMismatchError
-from .families import FAMILIES
+from .families.registry import FAMILIES
+from .hashing import sha256_file
+from .loader import describe_source, no_downloads, source_files
+from .memory.resolve import plan_to_config_keys
+from .output import ensure_output_dir
+from .recipe import read_recipe
 from .tasks.images import check_recorded_inputs
+from .upscale import upscale_pil
+from .upscale.detail import check_step, replay_detail
+from .upscale.stage import ALPHA_MODES, MAX_SCALE, MIN_SCALE, RECORDLESS_ALPHA
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Replay:
-    image: object
+    image: Image.Image
     recipe: dict
     path: Path | None
     max_difference: int  # largest per-channel difference from the original file, in levels
@@ -51,7 +63,6 @@ def recipe_config(recipe: dict, device: str | None = None) -> config_mod.Config:
     if recipe.get("loras"):  # replay with the recorded fuse mode (fused and unfused differ by rounding)
         overrides["lora_options.fuse"] = recipe["loras"][0]["fuse"]
     if recipe["decisions"].get("memory"):  # the recorded plan, never a new automatic choice
-        from .memory.resolve import plan_to_config_keys
 
         overrides.update(plan_to_config_keys(recipe["decisions"]["memory"]))
     return config_mod.replace(config_mod.config_from_dict(data, origin="recipe"), **overrides)
@@ -85,7 +96,6 @@ def _named_path(what: str, entry, suffixes: tuple[str, ...]) -> Path:
 def model_files_allowed(recipe: dict, config: config_mod.Config) -> list[tuple[str, dict]]:
     """The recipe's model files, each checked to be one the config's model consists of (nothing is read
     but folder listings), so only files named in the recipe are loaded and only model files are named."""
-    from .loader import describe_source, source_files
 
     entries = recipe["model"]["files"]
     if not isinstance(entries, list):
@@ -125,7 +135,7 @@ def model_files_allowed(recipe: dict, config: config_mod.Config) -> list[tuple[s
 def check_replayable(recipe: dict, image_path) -> None:
     """Refuse, in one line, an image whose recipe says why it cannot be rendered again (never "different")."""
     extensions = recipe.get("extensions") or {}
-    for name, record in extensions.items() if isinstance(extensions, dict) else ():
+    for record in extensions.values() if isinstance(extensions, dict) else ():
         reason = record.get("not_replayable") if isinstance(record, dict) else None
         if reason:
             raise RecipeError(f"{str(image_path)!r} cannot be replayed: {reason}")
@@ -136,7 +146,6 @@ def check_weights(recipe: dict, config: config_mod.Config | None = None) -> None
 
     Never touches the network; reads (hashes) only files that passed the checks of their role.
     """
-    from .hashing import sha256_file
 
     config = config if config is not None else recipe_config(recipe)
     checks = model_files_allowed(recipe, config)
@@ -170,7 +179,6 @@ _UPSCALE_STEP_KEYS = ("path", "sha256", "scale", "tile", "overlap", "device", "d
 
 def check_upscale_steps(steps) -> None:
     """Each recorded upscale step is checked before the render, not found broken after it (recipe data is data)."""
-    from .upscale.stage import ALPHA_MODES, MAX_SCALE, MIN_SCALE, RECORDLESS_ALPHA
 
     def number(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -181,7 +189,6 @@ def check_upscale_steps(steps) -> None:
         if not isinstance(step, dict):
             raise ConfigError(f"upscale_steps[{n}] must be a table, got {type(step).__name__}")
         if step.get("kind") == "detail":
-            from .upscale.detail import check_step
 
             check_step(n, step)
             continue
@@ -205,10 +212,7 @@ def check_upscale_steps(steps) -> None:
 
 def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
            device: str | None = None, progress: bool = True) -> Replay:
-    from . import pipeline
-    from .recipe import read_recipe
 
-    from .loader import no_downloads
 
     recipe = read_recipe(image_path)
     check_replayable(recipe, image_path)
@@ -235,7 +239,6 @@ def replay(image_path: str | Path, *, out_dir: str | Path | None = None,
     result.image = apply_upscale_steps(result.image, recipe["upscale_steps"], device=device, progress=progress)
     replayed = Replay(result.image, result.recipe, None, *compare_images(image_path, result.image))
     if out_dir is not None:
-        from .output import ensure_output_dir
 
         folder = ensure_output_dir(out_dir)
         if replayed.identical:
@@ -248,12 +251,9 @@ def apply_upscale_steps(image, steps: list[dict], *, device: str | None, progres
     """Redo each recorded upscale (chained or standalone) with its recorded model, tile, overlap and alpha mode."""
     if not steps:
         return image
-    from .upscale import upscale_pil
-    from .upscale.stage import RECORDLESS_ALPHA
 
     for step in steps:
         if step.get("kind") == "detail":
-            from .upscale.detail import replay_detail
 
             image = replay_detail(image, step, device=device, progress=progress)
             continue
@@ -266,8 +266,6 @@ def apply_upscale_steps(image, steps: list[dict], *, device: str | None, progres
 
 def compare_images(path: str | Path, image) -> tuple[int, int]:
     """(largest per-channel difference, number of differing pixels) between a file and an image."""
-    import numpy as np
-    from PIL import Image
 
     with Image.open(path) as original:
         a = np.asarray(original.convert(image.mode), dtype=np.int64)

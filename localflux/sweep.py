@@ -13,9 +13,6 @@ recipes record that mode, so replays use it too.
 
 from __future__ import annotations
 
-from .recipe import add_extension
-from .render import prompt_warnings
-
 import dataclasses
 import json
 import logging
@@ -24,9 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, ImageDraw, ImageFont
+
 from . import config as config_mod
+from . import pipeline
 from .config import Config
 from .errors import ConfigError
+from .io.png import png_bytes, save_png, signer_for
+from .output import atomic_write_bytes, ensure_output_dir, unique_path
+from .recipe import add_extension
+from .render import prompt_warnings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ class Cell:
     seed: int
     value: Any
     path: Path | None
-    image: object
+    image: Image.Image
 
 
 @dataclass
@@ -73,7 +77,7 @@ class Sweep:
     values: list
     seeds: list[int]
     cells: list[Cell] = field(default_factory=list)
-    sheet: object = None  # PIL image
+    sheet: Image.Image | None = None
     sheet_path: Path | None = None
     layout: Layout | None = None
 
@@ -138,7 +142,6 @@ def _replace(config: Config, key: str, value: Any, origin: str = "") -> Config:
 
 def plan_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str | Path | None = None) -> list:
     """Every cell's plan as (row, column, seed, value, Plan), checked before anything renders."""
-    from . import pipeline
 
     config = pipeline.coerce_config(config)
     if out_dir is not None:
@@ -161,12 +164,10 @@ def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str 
 
     ``on_cell(cell)`` is called as each cell is done (saved), so a caller can report it at once.
     """
-    from . import pipeline
 
     plans = plan_sweep(config, seeds, key, values, out_dir=out_dir)
     folder = None
     if save:
-        from .output import ensure_output_dir
 
         folder = ensure_output_dir(plans[0][4].config.output.dir)
     sweep = Sweep(key, list(values), list(seeds))
@@ -179,8 +180,6 @@ def run_sweep(config, seeds: list[int], key: str, values: list, *, out_dir: str 
         add_extension(result.recipe, "sweep", {"key": key, "value": value, "row": row, "column": column})
         path = None
         if folder is not None:
-            from .output import unique_path
-            from .io.png import save_png, signer_for
 
             path = save_png(result.image, unique_path(folder, f"r{row + 1:02d}-c{column + 1:02d}-s{seed}", ".png"),
                             result.recipe, sidecar=plan.config.output.sidecar,
@@ -213,7 +212,6 @@ def contact_sheet(cells: list[Cell], row_labels: list[str], column_labels: list[
                   cell_size: int = 256, gap: int = 4):
     """A grid of the cells, each resized (Lanczos) to fit ``cell_size``: ``title`` (the varied key) on top,
     one value label per column under it, one label per row on the left."""
-    from PIL import Image, ImageDraw
 
     first = cells[0].image
     scale = cell_size / max(first.width, first.height)
@@ -242,14 +240,11 @@ def contact_sheet(cells: list[Cell], row_labels: list[str], column_labels: list[
 
 def cell_thumbnail(image, layout: Layout):
     """What a cell looks like on the sheet (for checks): the image resized like ``contact_sheet`` does."""
-    from PIL import Image
 
     return image.convert("RGB").resize((layout.cell_width, layout.cell_height), Image.LANCZOS)
 
 
 def _save_sheet(sweep: Sweep, folder: Path) -> Path:
-    from .output import atomic_write_bytes, unique_path
-    from .io.png import png_bytes
 
     index = {"key": sweep.key, "values": sweep.values, "seeds": sweep.seeds,
              "layout": dataclasses.asdict(sweep.layout),
@@ -261,7 +256,6 @@ def _save_sheet(sweep: Sweep, folder: Path) -> Path:
 
 
 def _font():
-    from PIL import ImageFont
 
     try:
         return ImageFont.load_default(size=14)

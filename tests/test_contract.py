@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from localflux import generate
-from localflux.families import FAMILIES
+from localflux.families.registry import FAMILIES
 from localflux.replay import replay
 from localflux.tasks import TASKS
 

@@ -69,7 +69,7 @@ def test_loaded_pipelines_are_reused_within_a_process():
     from localflux.model_cache import MODELS
 
     placement = device.Placement("cpu", "float32")
-    from localflux.families import FAMILIES
+    from localflux.families.registry import FAMILIES
 
     flux1 = FAMILIES.by_name("flux1")
     first = MODELS.load(ModelConfig(source="tiny"), placement, family=flux1, preset="schnell")
@@ -137,6 +137,6 @@ def test_cached_hub_snapshot_is_used_as_a_folder(monkeypatch, tiny_folders):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(tiny_folders["dev"]))
     source = loader.describe_source("black-forest-labs/FLUX.1-dev", download=True)
     assert source.kind == "hub" and source.path == tiny_folders["dev"]
-    from localflux.families import FAMILIES
+    from localflux.families.registry import FAMILIES
 
     assert FAMILIES.detect(source).detect_preset(source) == "dev"

@@ -5,7 +5,6 @@ miniatures and appends nowhere; the full-size builder is checked on a saved mini
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -61,7 +61,7 @@ def reference(path, scale):
 
     def sampler_render(pipe, request, seeds, **kw):
         return _render(pipe, FAMILIES.by_name("flux1"), request, seeds, **kw)
-    from localflux.families import FAMILIES
+    from localflux.families.registry import FAMILIES
     from localflux.families.flux1.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline("schnell")
@@ -407,7 +407,7 @@ def test_lora_round_trips_on_models_of_other_shapes(shape_folders, tmp_path, run
 
     def sampler_render(pipe, request, seeds, **kw):
         return _render(pipe, FAMILIES.by_name("flux1"), request, seeds, **kw)
-    from localflux.families import FAMILIES
+    from localflux.families.registry import FAMILIES
 
     folder = shape_folders[name]
     pipe = FluxPipeline.from_pretrained(folder)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from localflux.config import SpeedConfig
-from localflux.families import FAMILIES
+from localflux.families.registry import FAMILIES
 from localflux.render import RenderRequest, render
 from localflux.speed import apply_speed, check_adapters_not_bypassed, prepare_lora_hotswap, unmerged_lora_adapters
 from localflux.families.flux1.tiny import build_tiny_pipeline

@@ -102,7 +102,7 @@ def test_warns_when_clip_truncates(caplog):
 
 def test_clip_window_is_the_models_own():
     # a CLIP tokenizer with a 16-token window: FluxPipeline truncates there, so the warning must too
-    from localflux.families import FAMILIES
+    from localflux.families.registry import FAMILIES
     from localflux.render import RenderRequest
     from localflux.families.flux1.tiny import build_tiny_components
 

@@ -75,7 +75,7 @@ def test_memory_estimates_use_the_models_configs(shape_folders):
 
     from localflux.loader import describe_source
     from localflux.memory.plan import DENOISE_ACTIVATION_FACTOR, Workload, activation_bytes
-    from localflux.families import FAMILIES
+    from localflux.families.registry import FAMILIES
 
     folder = shape_folders[DEV]
     source = describe_source(str(folder))
@@ -140,7 +140,7 @@ def test_single_file_with_fewer_blocks_than_its_base(shape_folders, tmp_path):
 
     # memory estimates count the file's transformer, not the base's
     from localflux.loader import describe_source
-    from localflux.families import FAMILIES
+    from localflux.families.registry import FAMILIES
 
     def footprint_for(source, preset):
         return FAMILIES.detect(source).footprint(source, preset)

@@ -113,7 +113,7 @@ def test_load_lora_weights_renders_like_merging_by_hand(trained, listening_tiny)
     """diffusers' loader applies exactly W + alpha/r * B A (fused by hand here) to the right layers."""
     from diffusers import FluxPipeline
 
-    from localflux.families import FAMILIES
+    from localflux.families.registry import FAMILIES
     from localflux.render import RenderRequest, render
 
     _, result = trained

@@ -32,6 +32,7 @@ so the same job on another machine or after an upgrade still recognises its fini
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -41,7 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config as config_mod
-from ..errors import ConfigError, LocalFluxError
+from .. import pipeline
+from ..errors import ConfigError, InputImageError, LocalFluxError
+from ..hashing import sha256_file
+from ..loader import describe_source, source_files
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ class Item:
     prompt: str  # "" when the job has no prompts of its own (job.images with the config's prompt)
     seed: int
     variant: str | None
-    plan: object  # pipeline.Plan: resolved config, size, request (input pixels released: see ``render_plan``)
+    plan: pipeline.Plan  # resolved config, size, request (input pixels released: see ``render_plan``)
     item_id: str  # sha256 hex of the pixel-determining inputs
     filename: str
     image: str | None = None  # job.images: the file of this item
@@ -309,7 +313,6 @@ def _folder(path: Path, job: dict, base, out, base_dir: Path) -> Path:
 
 
 def _expand(path: Path, base, prompts, images: list, variants, seeds: list[int], folder: Path) -> list[Item]:
-    from .. import pipeline
 
     items, problems, seen = [], [], {}
     hashes = _FileHashes()
@@ -383,7 +386,6 @@ _RELEASED = {"released": "input pixels are read again just before the render (ba
 
 def release_inputs(plan):
     """``plan`` without its input pixels (only for plans with input images)."""
-    import dataclasses
 
     if not plan.prepared.inputs:
         return plan
@@ -393,8 +395,6 @@ def release_inputs(plan):
 def render_plan(item: Item, plan=None):
     """The plan to render ``item`` with: its input images read again (when released), with the same bytes as
     when the job was checked (the id says which); a changed or missing input raises ``InputImageError``."""
-    from .. import pipeline
-    from ..errors import InputImageError
 
     plan = plan or item.plan
     if plan.prepared.kwargs is _RELEASED:
@@ -430,7 +430,6 @@ class _FileHashes:
         self.sources: dict[tuple, list[str]] = {}
 
     def file(self, path: Path) -> str:
-        from ..hashing import sha256_file
 
         key = str(Path(path).resolve())
         if key not in self.digests:
@@ -438,7 +437,6 @@ class _FileHashes:
         return self.digests[key]
 
     def model(self, model_config) -> list[str]:
-        from ..loader import describe_source, source_files
 
         key = (model_config.source, model_config.base, model_config.revision)
         if key not in self.sources:

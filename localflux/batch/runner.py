@@ -16,11 +16,9 @@ appends to its own manifest shard; process 0 holds the folder lock for the whole
 
 from __future__ import annotations
 
-from ..recipe import add_extension
-from ..render import prompt_warnings
-
 import gc
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -30,9 +28,20 @@ import warnings as warnings_mod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import faults
+import torch
+import torch.distributed as dist
+from accelerate import PartialState
+
+from .. import config as config_mod
+from .. import faults, pipeline
 from ..errors import LocalFluxError, OutputError, RecipeError, first_line
-from .jobs import Item, Job
+from ..io.png import save_png, sidecar_bytes, signer_for
+from ..model_cache import MODELS
+from ..output import atomic_write_bytes, ensure_output_dir, temp_leftovers
+from ..progress import progress_bar
+from ..recipe import add_extension, read_recipe
+from ..render import prompt_warnings
+from .jobs import Item, Job, render_plan
 from .lock import FolderLock
 from .manifest import ManifestWriter, Record, read_states, record
 
@@ -93,8 +102,6 @@ class Group:
         self.state = None
         self.rank, self.world = 0, 1
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            import torch
-            from accelerate import PartialState
 
             # Without cpu=True accelerate treats CPU-only processes as unrelated single runs.
             self.state = PartialState(cpu=not torch.cuda.is_available())
@@ -110,8 +117,6 @@ class Group:
         """True when every process passes ``ok=True`` (a tensor all-reduce: nothing is unpickled)."""
         if self.state is None:
             return ok
-        import torch
-        import torch.distributed as dist
 
         flag = torch.tensor([1 if ok else 0], device=self.state.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
@@ -123,7 +128,6 @@ class Group:
 
 def run_job(job: Job, *, retry_failed: bool = False, progress: bool = True, emit=None) -> Outcome:
     """Render the job's pending items (or only its failed ones) and return what happened."""
-    from ..output import ensure_output_dir
 
     emit = emit or (lambda path: print(path, flush=True))
     group = Group()
@@ -193,9 +197,6 @@ def _run_share(job: Job, group: Group, retry_failed: bool, progress: bool, emit)
 
 def _adopt(job: Job, item: Item) -> Record | None:
     """The manifest record for a finished file already in place (a crash before its manifest line)."""
-    from ..output import atomic_write_bytes
-    from ..io.png import sidecar_bytes
-    from ..recipe import read_recipe
 
     path = job.folder / item.filename
     sidecar = path.with_suffix(".json")
@@ -218,7 +219,6 @@ def _adopt(job: Job, item: Item) -> Record | None:
 
 def _remove_own_sidecar(sidecar: Path, item: Item) -> None:
     """A sidecar whose PNG was deleted (to have it rendered again) is replaced, if it is this item's."""
-    import json
 
     try:
         data = json.loads(sidecar.read_text())
@@ -231,9 +231,7 @@ def _remove_own_sidecar(sidecar: Path, item: Item) -> None:
 
 def _render_item(job: Job, item: Item) -> Record:
     """Render and save one item; a render failure becomes a 'failed' record, not an exception."""
-    import torch
 
-    from ..io.png import save_png, signer_for
 
     attempts = [(item.plan, None)]
     for attempt in range(2):
@@ -263,8 +261,6 @@ def _render_item(job: Job, item: Item) -> Record:
 
 
 def _render(item: Item, plan, low_memory: str | None):
-    from .. import pipeline
-    from .jobs import render_plan
 
     try:  # input images are read again here; one that changed or went missing since the check fails this item
         plan = render_plan(item, plan)
@@ -287,14 +283,11 @@ def _render(item: Item, plan, low_memory: str | None):
 
 
 def _low_memory_plan(plan):
-    from .. import config as config_mod
-    from .. import pipeline
 
     return pipeline.plan(config_mod.replace(plan.config, **LOW_MEMORY))
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    import torch
 
     # MPS reports running out of memory as a plain RuntimeError.
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
@@ -302,9 +295,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 def _free_memory() -> None:
     """Drop loaded pipelines so the next attempt (or item) starts from a clean device."""
-    import torch
 
-    from ..model_cache import MODELS
 
     MODELS.clear()
     gc.collect()
@@ -321,7 +312,6 @@ class _NanWatch:
         self.found = False
 
     def __enter__(self) -> "_NanWatch":
-        import torch
 
         def hook(module, args, output):
             if self.inject:
@@ -362,7 +352,6 @@ class _Interrupts:
 
 
 def _remove_temp_leftovers(folder: Path) -> None:
-    from ..output import temp_leftovers
 
     for path in temp_leftovers(folder):
         path.unlink(missing_ok=True)
@@ -375,7 +364,6 @@ def _sha256(path: Path) -> str:
 def _bar(total: int, progress: bool):
     if not progress or total < 2:
         return None
-    from ..progress import progress_bar
 
     return progress_bar(total, "batch", "img", leave=True)
 

@@ -13,8 +13,19 @@ tensor the transformer sees has its real shape.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import torch
+from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Pipeline, Flux2Transformer2DModel
+from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+from ..families.flux1.tiny import _clip_tokenizer, _scheduler, _t5_tokenizer
+from ..families.flux2.footprint import _text_encoder_on_meta
+from ..families.flux2.presets import CONFIGS, SIZED_MODELS
+from ..families.flux2.tiny import _scheduler as _flux2_scheduler
+from ..families.flux2.tiny import mistral_tokenizer, qwen_tokenizer
 from ..memory.footprint import build_on_meta, footprint_of, packaged_config_root
 
 KNOWN_BUFFERS = {"text_encoder": {"embeddings.position_ids"}}  # everything else is a parameter
@@ -39,9 +50,7 @@ def build_fullsize_components(preset: str, device: str, dtype, seed: int = 0, pa
     ``park_on="cpu"`` moves each model there right after it is made (offload benchmarks), so the
     GPU never holds more than the largest one. ``root``: another config folder (tests use the tiny one).
     """
-    import torch
 
-    from ..families.flux1.tiny import _clip_tokenizer, _scheduler, _t5_tokenizer
 
     models = build_on_meta(root or packaged_config_root(preset))
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -61,7 +70,6 @@ def build_fullsize_components(preset: str, device: str, dtype, seed: int = 0, pa
 
 
 def _init_random_(module, generator) -> None:
-    import torch
 
     with torch.no_grad():
         for name, param in module.named_parameters():
@@ -88,8 +96,6 @@ MISTRAL_VISION = dict(model_type="pixtral", hidden_size=1024, intermediate_size=
 
 
 def flux2_pipeline_class(name: str):
-    from diffusers import Flux2KleinPipeline, Flux2Pipeline
-
     return Flux2Pipeline if name == "flux2-dev" else Flux2KleinPipeline
 
 
@@ -104,16 +110,6 @@ def build_fullsize_flux2(name: str, device: str, dtype, seed: int = 0, park_on: 
     are the miniature's (no vocabulary can be downloaded) with the real padded length, 512 tokens.
     ``root``: a diffusers folder whose configs replace the packaged ones (tests use a saved miniature).
     """
-    import json
-    from pathlib import Path
-
-    import torch
-    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
-
-    from ..families.flux2.footprint import SIZED_MODELS, _text_encoder_on_meta
-    from ..families.flux2.presets import CONFIGS
-    from ..families.flux2.tiny import _scheduler, mistral_tokenizer, qwen_tokenizer
-
     preset, folder = SIZED_MODELS[name]
     own = Path(root) if root is not None else CONFIGS / folder
     klein4 = Path(root) if root is not None else CONFIGS / "FLUX.2-klein-4B"
@@ -144,7 +140,6 @@ def build_fullsize_flux2(name: str, device: str, dtype, seed: int = 0, park_on: 
     with torch.random.fork_rng(devices=fork_devices), torch.device(device):
         torch.manual_seed(seed)
         if dev and not (own / "text_encoder" / "config.json").is_file():
-            from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
             config = Mistral3Config(text_config=MISTRAL_TEXT, vision_config=MISTRAL_VISION, image_token_index=10,
                                     spatial_merge_size=2, projector_hidden_act="gelu")
@@ -160,7 +155,7 @@ def build_fullsize_flux2(name: str, device: str, dtype, seed: int = 0, park_on: 
         module.eval().requires_grad_(False)
     components = {**models, "text_encoder": text_encoder,
                   "tokenizer": mistral_tokenizer() if dev else qwen_tokenizer(),
-                  "scheduler": _scheduler("FLUX.2-dev" if dev else "FLUX.2-klein-4B")}
+                  "scheduler": _flux2_scheduler("FLUX.2-dev" if dev else "FLUX.2-klein-4B")}
     if not dev:
         components["is_distilled"] = preset == "klein"
     return components

@@ -10,17 +10,40 @@ image, prints a table and appends one record to the results file (schema: docs/s
 from __future__ import annotations
 
 import gc
+import importlib.metadata as md
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+import torch
+from diffusers import FluxPipeline
+
+from .. import __version__
+from ..config import SpeedConfig
+from ..device import Placement
 from ..errors import ConfigError, LocalFluxError
+from ..families.registry import FAMILIES
+from ..families.flux1.presets import PRESETS
+from ..families.flux2.presets import PRESETS as FLUX2_PRESETS
+from ..families.flux2.presets import SIZED_MODELS
+from ..families.flux1.tiny import build_tiny_components
+from ..families.flux2.footprint import footprint_of_pipe as flux2_footprint_of_pipe
+from ..families.flux2.tiny import build_tiny_components as build_flux2_tiny_components
+from ..memory.footprint import footprint_of_pipe as flux1_footprint_of_pipe
+from ..memory.formats import check_runnable
+from ..memory.plan import MemoryPlan, Workload, auto_plan, probe_machine
+from ..output import atomic_write_bytes
+from ..render import RenderRequest, render
+from ..speed import apply_speed
+from .models import FLUX2_TINY, build_fullsize_components, build_fullsize_flux2, flux2_pipeline_class
 
 GiB = 2**30
 SCHEMA_VERSION = 1
@@ -89,17 +112,11 @@ class Settings:
 
 
 def is_flux2(s: Settings) -> bool:
-    """FLUX.2 runs are named by their model (``klein-4b``, ``flux2-dev``, ...: families/flux2/footprint.py)."""
-    from ..families.flux2.footprint import SIZED_MODELS
-
+    """FLUX.2 runs are named by their model (``klein-4b``, ``flux2-dev``, ...: families/flux2/presets.py)."""
     return s.preset in SIZED_MODELS
 
 
 def settings_from_args(args) -> Settings:
-    from ..families.flux1.presets import PRESETS
-    from ..families.flux2.footprint import SIZED_MODELS
-    from ..families.flux2.presets import PRESETS as FLUX2_PRESETS
-
     if args.mode not in MODES:
         raise ConfigError(f"bench mode {args.mode!r} is not known; one of: {', '.join(MODES)}")
     preset = FLUX2_PRESETS[SIZED_MODELS[args.model][0]] if args.model in SIZED_MODELS else PRESETS[args.model]
@@ -117,30 +134,20 @@ def settings_from_args(args) -> Settings:
 
 
 def make_components(s: Settings, park_on_cpu: bool) -> dict:
-    import torch
 
     if is_flux2(s):
-        from .models import FLUX2_TINY, build_fullsize_flux2
-
         if s.tiny:
-            from ..families.flux2.tiny import build_tiny_components
-
-            return build_tiny_components(FLUX2_TINY[s.preset])
+            return build_flux2_tiny_components(FLUX2_TINY[s.preset])
         return build_fullsize_flux2(s.preset, s.device, getattr(torch, s.dtype), seed=s.seed,
                                     park_on="cpu" if park_on_cpu else None)
     if s.tiny:
-        from ..families.flux1.tiny import build_tiny_components
-
         return build_tiny_components(s.preset)
-    from .models import build_fullsize_components
 
     return build_fullsize_components(s.preset, s.device, getattr(torch, s.dtype), seed=s.seed,
                                      park_on="cpu" if park_on_cpu else None)
 
 
 def free_components(components: dict) -> None:
-    import torch
-
     components.clear()
     gc.collect()
     if torch.cuda.is_available():
@@ -149,7 +156,6 @@ def free_components(components: dict) -> None:
 
 def place_baseline(pipe, kind: str, device: str) -> None:
     """diffusers' own placement, exactly as its docs show it."""
-    import torch
 
     if kind == "eager":
         pipe.to(device)
@@ -165,19 +171,9 @@ def place_baseline(pipe, kind: str, device: str) -> None:
 
 def place_localflux(pipe, s: Settings, mode: Mode, cap_bytes: int | None) -> tuple[dict, dict]:
     """localflux's own loading code on in-memory components: formats, placement, fast path."""
-    from dataclasses import replace
 
-    from ..config import SpeedConfig
-    from ..device import Placement
-    from ..families import FAMILIES
-    from ..memory.formats import check_runnable
-    from ..memory.plan import MemoryPlan, Workload, auto_plan, probe_machine
-    from ..speed import apply_speed
 
-    if is_flux2(s):
-        from ..families.flux2.footprint import footprint_of_pipe
-    else:
-        from ..memory.footprint import footprint_of_pipe
+    footprint_of_pipe = flux2_footprint_of_pipe if is_flux2(s) else flux1_footprint_of_pipe
     placement = Placement(s.device, s.dtype)
     if mode.memory.get("plan") == "auto":
         machine = probe_machine(s.device)
@@ -224,7 +220,6 @@ class DevicePeak:
         self._thread = threading.Thread(target=self._poll, daemon=True) if device.startswith("cuda") else None
 
     def _poll(self):
-        import torch
 
         while not self._stop.is_set():
             free, total = torch.cuda.mem_get_info()
@@ -244,8 +239,6 @@ class DevicePeak:
 
 def time_side(render_one, transformer, s: Settings) -> dict:
     """Warm-up images, then ``repeats`` timed images; per-image and per-step statistics."""
-    import numpy as np
-    import torch
 
     cuda = s.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -287,7 +280,6 @@ def stats(values: list[float]) -> dict:
 
 
 def baseline_renderer(pipe, s: Settings):
-    import torch
 
     def render_one(seed):  # FluxPipeline, Flux2KleinPipeline and Flux2Pipeline take the same arguments here
         return pipe(prompt=PROMPT, height=s.height, width=s.width, num_inference_steps=s.steps,
@@ -298,8 +290,6 @@ def baseline_renderer(pipe, s: Settings):
 
 
 def localflux_renderer(pipe, s: Settings):
-    from ..families import FAMILIES
-    from ..render import RenderRequest, render
 
     prompts = {"text": PROMPT} if is_flux2(s) else {"clip": PROMPT, "t5": PROMPT}
     request = RenderRequest(prompts, None, s.width, s.height, s.steps, s.guidance, 1.0,
@@ -317,14 +307,9 @@ def localflux_renderer(pipe, s: Settings):
 
 
 def run_bench(s: Settings, command: str, results_path: Path | None) -> dict:
-    import numpy as np
-    import torch
-    from diffusers import FluxPipeline
 
     pipeline_class = FluxPipeline
     if is_flux2(s):
-        from .models import flux2_pipeline_class
-
         pipeline_class = flux2_pipeline_class(s.preset)
     mode = MODES[s.mode]
     if not s.tiny and not torch.cuda.is_available():
@@ -387,7 +372,6 @@ def _ratio(sides: dict, key: str):
 
 
 def device_facts(device: str, cap_gib) -> dict:
-    import torch
 
     if not device.startswith("cuda"):
         return {"name": platform.processor() or platform.machine(), "kind": "cpu", "cap_gib": None}
@@ -398,7 +382,6 @@ def device_facts(device: str, cap_gib) -> dict:
 
 
 def _driver_version():
-    import subprocess
 
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -409,11 +392,8 @@ def _driver_version():
 
 
 def version_facts() -> dict:
-    import importlib.metadata as md
 
-    import torch
 
-    from .. import __version__
 
     facts = {"localflux": __version__, "python": platform.python_version(), "torch": torch.__version__,
              "cuda": torch.version.cuda}
@@ -427,7 +407,6 @@ def version_facts() -> dict:
 
 def append_result(path: Path, record: dict) -> None:
     """Add one record to the JSON list in ``path`` (created if missing), replacing the file atomically."""
-    from ..output import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .run import GiB, SCHEMA_VERSION, DevicePeak, append_result, device_facts, stats, version_facts
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import LocalFluxError
+from ..upscale.images import picture_from_pil
+from ..upscale.stage import Upscaler
+from .run import SCHEMA_VERSION, DevicePeak, GiB, append_result, device_facts, stats, version_facts
 
 TARGET = "end to end <= 0.2 s (x4plus, 1024 -> 4096, fp16)"
 _TEST_CROP = Path(__file__).resolve().parents[2] / "tests" / "data" / "upscale" / "astronaut-96.png"
@@ -21,8 +28,6 @@ _TEST_CROP = Path(__file__).resolve().parents[2] / "tests" / "data" / "upscale" 
 
 def photo(size: int):
     """(``size`` x ``size`` float RGB in [0, 1], what it is): scikit-image's astronaut if installed, else our crop, tiled."""
-    import numpy as np
-    from PIL import Image
 
     source = None
     spec = importlib.util.find_spec("skimage")
@@ -41,17 +46,35 @@ def photo(size: int):
     return tiled, f"photograph {source.name}, tiled"
 
 
+def _time_calls(call, sync, device_type: str, warmup: int, repeats: int):
+    """``warmup`` untimed-for-the-result calls, then ``repeats`` timed ones: (warm-up times, times, the first
+    timed output, the CUDA peak memory or None)."""
+    warmups = []
+    for _ in range(warmup):  # allocator, cuDNN autotuning, and on CPU oneDNN's per-shape kernels
+        start = time.perf_counter()
+        call()
+        sync()
+        warmups.append(time.perf_counter() - start)
+    if device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times, first = [], None
+    with DevicePeak(device_type) as peak:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = call()
+            sync()
+            times.append(time.perf_counter() - start)
+            first = out if first is None else first
+    memory = None
+    if device_type == "cuda":
+        memory = {"max_allocated_gib": torch.cuda.max_memory_allocated() / GiB,
+                  "max_reserved_gib": torch.cuda.max_memory_reserved() / GiB,
+                  "device_used_peak_gib": peak.peak / GiB}
+    return warmups, times, first, memory
+
+
 def run_upscale_bench(*, upscaler: str, size: int, tiny: bool, warmup: int, repeats: int, command: str,
                       results_path: Path | None) -> dict:
-    import numpy as np
-    import torch
-
-    from PIL import Image
-
-    from ..errors import LocalFluxError
-    from ..upscale.images import picture_from_pil
-    from ..upscale.stage import Upscaler
-
     if not tiny and not torch.cuda.is_available():
         raise LocalFluxError("the full-size upscale benchmark needs a CUDA GPU; use --tiny to run its code paths on the CPU")
     device = torch.device("cpu" if tiny else "cuda")
@@ -79,27 +102,7 @@ def run_upscale_bench(*, upscaler: str, size: int, tiny: bool, warmup: int, repe
     sides = {}
     for side, call, kind in (("baseline", bare, "bare network, one untiled call"),
                              ("localflux", run_stage, "localflux upscale stage (border, tiles, blending, bands to 8-bit)")):
-        warmups = []
-        for _ in range(warmup):  # allocator, cuDNN autotuning, and on CPU oneDNN's per-shape kernels
-            start = time.perf_counter()
-            call()
-            sync()
-            warmups.append(time.perf_counter() - start)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        times, first = [], None
-        with DevicePeak(device.type) as peak:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                out = call()
-                sync()
-                times.append(time.perf_counter() - start)
-                first = out if first is None else first
-        memory = None
-        if device.type == "cuda":
-            memory = {"max_allocated_gib": torch.cuda.max_memory_allocated() / GiB,
-                      "max_reserved_gib": torch.cuda.max_memory_reserved() / GiB,
-                      "device_used_peak_gib": peak.peak / GiB}
+        warmups, times, first, memory = _time_calls(call, sync, device.type, warmup, repeats)
         sides[side] = {"kind": kind, "end_to_end_s": stats(times), "step_s": stats([]), "warmup_s": warmups,
                        "peak_memory": memory, "_first_image": first}
 

@@ -56,7 +56,7 @@ def run(args) -> int:
             raise ConfigError(f"--{name} must be at least {least}, got {getattr(args, name)}")
     if args.dry_run:
         from ..bench.models import dry_run
-        from ..families import FAMILIES
+        from ..families.registry import FAMILIES
 
         for preset in ("dev", "schnell"):
             counts = dry_run(preset)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..families import catalog
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -55,10 +57,7 @@ def run(args) -> int:
 
 def _preset_names() -> list[str]:
     """Every family's presets and full-size model names (FLUX.2: klein-4b, klein-9b, flux2-dev ...)."""
-    from ..families import FAMILIES
-
-    names = [name for family in FAMILIES for name in family.presets]
-    return names + [name for family in FAMILIES for name in family.sized_models() if name not in names]
+    return catalog.preset_names()
 
 
 def _print_memory_plans(args, device: str) -> None:
@@ -66,8 +65,7 @@ def _print_memory_plans(args, device: str) -> None:
 
     FLUX.2's one text encoder (Qwen3 / Mistral) is sized in the plan's T5 column (families/flux2/footprint.py).
     """
-    from ..families import FAMILIES
-    from ..loader import Source
+    from ..families.registry import FAMILIES
     from ..memory.plan import Workload, choose, evaluate, probe_machine, synthetic_machine, table
 
     vram = getattr(args, "vram", None)
@@ -80,7 +78,7 @@ def _print_memory_plans(args, device: str) -> None:
             raise ConfigError(f"--task {task} runs FLUX.1 {task.capitalize()} [dev]; drop --model {preset}")
         preset = task
     if vram is None and not device.startswith("cuda"):
-        print(f"\nmemory plans: no CUDA GPU here; `localflux doctor --vram 24` shows the plans for a 24 GiB card")
+        print("\nmemory plans: no CUDA GPU here; `localflux doctor --vram 24` shows the plans for a 24 GiB card")
         return
     from ..tasks import TASKS
 

@@ -11,17 +11,19 @@ Adding a family: a folder with a ``Family`` subclass and ``register()`` it in ``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ModelSourceError
+from ..source import Source
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ..config import Config
     from ..device import Placement
-    from ..loader import LoadedModel, Source
+    from ..loader import LoadedModel
     from ..render import RenderRequest
 
 
@@ -132,7 +134,6 @@ class Family:
 
     def sized_footprint(self, name: str):
         """The ``Footprint`` of a ``sized_models`` name, from the packaged (published) configs."""
-        from ..loader import Source
 
         preset = self.sized_models().get(name, name)  # a preset name sizes its default model
         return self.footprint(Source("hub", self.presets[preset].hub_id or preset), preset)
@@ -177,7 +178,6 @@ class Registry:
 
     def of_lora_keys(self, keys) -> Family | None:
         """The one family whose marker module names a LoRA's keys use (None: none, or ambiguous)."""
-        import re
 
         hits = [f for f in self._families if any(re.search(m, k) for k in keys for m in f.lora_markers())]
         return hits[0] if len(hits) == 1 else None

@@ -142,7 +142,7 @@ def is_control_lora_file(path) -> bool:
         shapes = tensor_shapes(path)
     except Exception:  # noqa: BLE001 - a damaged header is reported by the LoRA stage, in its own words
         return False
-    from ..families import FAMILIES  # cycle: the families' LoRA hooks import this module
+    from ..families.registry import FAMILIES  # cycle: the families' LoRA hooks import this module
 
     family = FAMILIES.of_lora_keys(list(shapes))
     if family is not None and family.name != "flux1":  # FLUX.2 packs 128 input channels: not a control input

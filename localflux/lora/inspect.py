@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import LoraError
-from ..families import FAMILIES
+from ..families.registry import FAMILIES
 from ..hashing import sha256_file
 from .files import (
     detect_format,

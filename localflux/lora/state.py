@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LoraError, first_line
-from ..families import FAMILIES
+from ..families.registry import FAMILIES
 from ..hashing import autov3, sha256_file
 from .files import is_control_lora_file, is_text_encoder_key, read_lora, refuse_unsupported
 from .to_diffusers import COMPONENTS, convert, trace_sources

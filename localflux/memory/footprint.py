@@ -7,11 +7,20 @@ folder carries instead of a hand-maintained table.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, FluxTransformer2DModel
+from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS
+from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+from ..families import catalog
+from ..geometry import vae_scale_factor_of_config
 
 
 @dataclass(frozen=True)
@@ -38,16 +47,12 @@ class Footprint:
 
 def packaged_config_root(preset: str) -> Path:
     """The published diffusers configs shipped with localflux (no weights)."""
-    from ..families import FAMILIES
 
-    return FAMILIES.of_preset(preset).config_root(preset)
+    return catalog.config_root(preset)
 
 
 def build_on_meta(root: str | Path) -> dict:
     """The four FLUX models of a config folder, built on the meta device (no memory, no weights)."""
-    import torch
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     root = Path(root)
 
@@ -75,9 +80,7 @@ T5_SKIP_PATTERNS = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$
 
 def castable_params(module, skip_patterns) -> int:
     """Parameters that fp8 storage would store in fp8: supported layers whose name matches no pattern."""
-    import re
 
-    from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS
 
     seen = {}  # tied weights (T5's shared embedding) are one tensor under two names
     for name, sub in module.named_modules():
@@ -93,7 +96,6 @@ def footprint_of(transformer, text_encoder_2, text_encoder, vae) -> Footprint:
         return sum(p.numel() for p in module.parameters())
 
     t5_blocks = list(text_encoder_2.encoder.block)
-    from ..geometry import vae_scale_factor_of_config
 
     return Footprint(
         **transformer_counts(transformer),
@@ -126,10 +128,7 @@ def transformer_counts(transformer) -> dict:
 
 def with_transformer_config(fp: Footprint, config: dict) -> Footprint:
     """``fp`` with its transformer fields counted from ``config`` (a single file's own shape), on the meta device."""
-    import dataclasses
 
-    import torch
-    from diffusers import FluxTransformer2DModel
 
     with torch.device("meta"):
         transformer = FluxTransformer2DModel.from_config(config)

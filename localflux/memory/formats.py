@@ -11,6 +11,10 @@ import importlib.util
 from collections import Counter
 from pathlib import Path
 
+import torch
+from diffusers import BitsAndBytesConfig, FluxTransformer2DModel, GGUFQuantizationConfig
+from diffusers.hooks import apply_layerwise_casting
+
 from ..errors import DeviceError, ModelSourceError, first_line
 from .footprint import T5_SKIP_PATTERNS
 
@@ -36,7 +40,6 @@ def check_runnable(transformer: str, device: str) -> None:
         if importlib.util.find_spec("torchao") is None:
             raise DeviceError("memory.transformer = 'fp8' needs the torchao package: pip install torchao "
                               "(or use 'fp8-storage')")
-        import torch
 
         if torch.cuda.get_device_capability(torch.device(device)) < (8, 9):
             raise DeviceError(f"memory.transformer = 'fp8' needs fp8 tensor cores (compute capability 8.9+, e.g. "
@@ -46,7 +49,6 @@ def check_runnable(transformer: str, device: str) -> None:
 
 def apply_transformer_format(transformer, fmt: str, compute_dtype, device: str) -> None:
     """Convert an already loaded transformer in place (fp8 storage or torchao fp8)."""
-    import torch
 
     if fmt == "fp8-storage":
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
@@ -58,10 +60,8 @@ def apply_transformer_format(transformer, fmt: str, compute_dtype, device: str) 
 
 
 def apply_t5_format(text_encoder_2, fmt: str, compute_dtype) -> None:
-    import torch
 
     if fmt == "fp8-storage":
-        from diffusers.hooks import apply_layerwise_casting
 
         apply_layerwise_casting(text_encoder_2, storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype,
                                 skip_modules_pattern=T5_SKIP_PATTERNS)
@@ -69,7 +69,6 @@ def apply_t5_format(text_encoder_2, fmt: str, compute_dtype) -> None:
 
 def nf4_config(compute_dtype):
     """diffusers' bitsandbytes config for a 4-bit NF4 transformer computing in ``compute_dtype``."""
-    from diffusers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
 
@@ -112,7 +111,6 @@ def gguf_tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
 
 def gguf_quantization(compute_dtype):
     """diffusers' quantization config for a GGUF file (weights stay quantized, dequantized per layer)."""
-    from diffusers import GGUFQuantizationConfig
 
     return GGUFQuantizationConfig(compute_dtype=compute_dtype)
 
@@ -126,7 +124,6 @@ def gguf_has_guidance(path: str | Path) -> bool:
 
 def load_gguf_transformer(path: Path, config_root: Path, compute_dtype):
     """A FluxTransformer2DModel whose linear weights stay GGUF-quantized and dequantize per layer."""
-    from diffusers import FluxTransformer2DModel, GGUFQuantizationConfig
 
     inspect_gguf(path)
     try:

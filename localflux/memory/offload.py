@@ -17,6 +17,7 @@ Mistral encoder is ``text_encoder`` (the memory plan's "t5" slot means "the big 
 from __future__ import annotations
 
 import torch
+from diffusers.hooks import apply_group_offloading
 
 
 def place(pipe, device: str, offload: str, *, t5_on_cpu: bool = False, group_blocks: int = 1,
@@ -39,7 +40,6 @@ def place(pipe, device: str, offload: str, *, t5_on_cpu: bool = False, group_blo
 
 
 def _group_offload(pipe, device: torch.device, blocks: int, exclude: list[str], leaf: bool = False) -> None:
-    from diffusers.hooks import apply_group_offloading
 
     stream = device.type == "cuda" and not leaf
     common = dict(onload_device=device, offload_device=torch.device("cpu"), use_stream=stream)

@@ -16,7 +16,10 @@ The activation constants are estimates (stated below); ``localflux bench`` measu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import importlib.util
+from dataclasses import asdict, dataclass, replace
+
+import torch
 
 from ..device import available_ram
 from ..errors import DeviceError
@@ -337,9 +340,7 @@ def auto_plan(fp: Footprint, work: Workload, machine: Machine, *, allow_lossy: b
 
 def probe_machine(device: str) -> Machine:
     """Free accelerator and system memory, and which quantized formats can run here."""
-    import importlib.util
 
-    import torch
 
     ram = available_ram()
     if device.startswith("cuda"):

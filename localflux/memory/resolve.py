@@ -7,14 +7,17 @@ the config as manual keys (``replay.recipe_config``), so a replay does not re-de
 from __future__ import annotations
 
 import logging
+
 from ..errors import ConfigError
+from ..render import vae_tiling_enabled
+from ..resolution import resolve_size
+from .formats import inspect_gguf, is_gguf
 from .plan import MemoryPlan, Workload, auto_plan, probe_machine
 
 log = logging.getLogger(__name__)
 
 def gguf_of(source) -> tuple[str, int] | None:
     """(quantization type, tensor bytes) when the model source is a GGUF transformer."""
-    from .formats import inspect_gguf, is_gguf
 
     if source.kind == "single_file" and is_gguf(source.path):
         return inspect_gguf(source.path)
@@ -24,8 +27,6 @@ def gguf_of(source) -> tuple[str, int] | None:
 def workload(config, placement, multiple: int = 16, *, size=None, task: dict | None = None) -> Workload:
     """The work of one image: ``size`` (the plan's final size; default: from the config) and what the task
     adds (``Prepared.workload``: reference tokens, input channels, VAE-encoded pixels)."""
-    from ..resolution import resolve_size
-    from ..render import vae_tiling_enabled
 
     if size is None:
         size = resolve_size(config.size.width, config.size.height, config.size.megapixels, config.size.aspect,

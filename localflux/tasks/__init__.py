@@ -11,12 +11,12 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Prepared, Task
 from .common import check_common
-from .reference import ReferenceTask
 from .control import ControlTask
 from .img2img import Img2ImgTask
 from .inpaint import FillTask, InpaintTask
 from .kontext import KontextTask
 from .redux import ReduxTask
+from .reference import ReferenceTask
 from .text import TextTask
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from ..errors import ConfigError
-from ..resolution import Size, snap
+from ..resolution import MAX_SIDE, Size, snap
+from .control import control_loras
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,6 @@ def size_from_input(config, size: Size, image_size: tuple[int, int], what: str =
     """``size`` when the user gave one; else ``image_size`` snapped to the size multiple (and said so)."""
     if size_is_set(config):
         return size
-    from ..resolution import MAX_SIDE
 
     w, h = snap(image_size[0], size.multiple), snap(image_size[1], size.multiple)
     for side, value in (("width", w), ("height", h)):
@@ -92,7 +92,6 @@ def check_common(config, preset: str, family=None) -> None:
         raise ConfigError(f"--redux (input.redux) conditions a FLUX.1 [dev] or [schnell] base model; this model is "
                           f"{preset}: drop --redux or use a base model")
     if given.control is None and config.lora:
-        from .control import control_loras
 
         found = control_loras(config)
         if found:

@@ -27,8 +27,17 @@ the sha256 of the map's PNG-encoded pixels.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-from ..errors import ConfigError
+import numpy as np
+import torch
+from huggingface_hub import snapshot_download
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+from .. import optional
+from ..errors import ConfigError, InputImageError
+from ..lora.files import is_control_lora_file
 from . import common
 from .base import Prepared, Task
 from .images import read_input, sha256_of_pil
@@ -44,7 +53,6 @@ LATENT_CHANNELS = 16  # FLUX.1's VAE latent channels (the control picture's late
 
 def control_loras(config) -> list[str]:
     """The ``[[lora]]`` paths that are FLUX.1 control LoRAs (read from the files' headers)."""
-    from ..lora.files import is_control_lora_file
 
     return [entry.path for entry in config.lora if is_control_lora_file(entry.path)]
 
@@ -113,7 +121,6 @@ class ControlTask(Task):
 
 
 def _resized(control, size):
-    from PIL import Image
 
     image = control.image
     if tuple(image.size) != (size.width, size.height):
@@ -123,15 +130,14 @@ def _resized(control, size):
 
 
 def _cv2_version() -> str:
-    import cv2
+    optional.require("cv2", "the control task's Canny edges", InputImageError)
+    import cv2  # optional: after optional.require
 
     return cv2.__version__
 
 
 def bfl_round_trip(rgb):
     """BFL's uint8 -> [-1, 1] float32 -> uint8 (truncating), as ``prepare_control`` + ``CannyImageEncoder`` do."""
-    import numpy as np
-    import torch
 
     x = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).float() / 127.5 - 1.0
     return ((torch.clamp(x, -1.0, 1.0) + 1.0) * 127.5).numpy().astype(np.uint8)
@@ -139,9 +145,8 @@ def bfl_round_trip(rgb):
 
 def canny_map(image, low: int, high: int):
     """Edges of an RGB picture (already at the output size) as BFL computes them: white edges on black, RGB."""
-    import cv2
-    import numpy as np
-    from PIL import Image
+    optional.require("cv2", "the control task's Canny edges", InputImageError)
+    import cv2  # optional: after optional.require
 
     edges = cv2.Canny(bfl_round_trip(image), low, high)
     return Image.fromarray(np.repeat(edges[..., None], 3, axis=2))
@@ -150,7 +155,6 @@ def canny_map(image, low: int, high: int):
 def depth_model_path(setting: str | None):
     """The local folder of the Depth Anything model: ``[model] depth`` (a folder, or a hub id in the cache), else
     BFL's default in the Hugging Face cache; never downloaded. One-line ``ConfigError`` when none is here."""
-    from pathlib import Path
 
     if setting and Path(setting).expanduser().is_dir():
         folder = Path(setting).expanduser()
@@ -160,7 +164,6 @@ def depth_model_path(setting: str | None):
         return folder
     hub_id = setting or DEPTH_HUB_ID
     try:
-        from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(hub_id, local_files_only=True))
     except Exception:  # noqa: BLE001 - not in the cache (or not a hub id): the same advice either way
@@ -172,10 +175,6 @@ def depth_model_path(setting: str | None):
 def depth_map(image, model_path):
     """BFL's DepthImageEncoder on an RGB picture at the output size: predicted depth, bicubic (antialiased) to
     that size, clamped to 0..255, grey copied to RGB."""
-    import numpy as np
-    import torch
-    from PIL import Image
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
     processor = AutoImageProcessor.from_pretrained(model_path, local_files_only=True)
     model = AutoModelForDepthEstimation.from_pretrained(model_path, local_files_only=True).eval()

@@ -13,13 +13,17 @@ preprocessing step, and the ``source`` / ``license`` notes of an inline table.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image, ImageOps, UnidentifiedImageError
+
 from ..errors import InputImageError, RecipeError
+from ..hashing import sha256_file
 
 MAX_PIXELS_ENV = "LOCALFLUX_MAX_IMAGE_PIXELS"
 PILLOW_DEFAULT_LIMIT = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS: ~ 0.25 GB of 24-bit pixels
@@ -48,7 +52,6 @@ def check_pixel_limit(size: tuple[int, int], name: str) -> None:
 
 def open_checked(path: Path, name: str):
     """``Image.open`` with the pixel limit checked from the header, fully decoded; one-line errors."""
-    from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
@@ -74,7 +77,6 @@ def open_checked(path: Path, name: str):
 
 def load_rgb(image):
     """diffusers' ``load_image`` on an opened image: EXIF-upright, then RGB."""
-    from PIL import ImageOps
 
     return ImageOps.exif_transpose(image).convert("RGB")
 
@@ -84,7 +86,7 @@ class InputImage:
     """One input, read: the RGB pixels (upright) and its recipe record."""
 
     role: str
-    image: object  # PIL.Image.Image, RGB
+    image: Image.Image  # RGB
     record: dict = field(default_factory=dict)
 
     def step(self, op: str, **facts) -> None:
@@ -99,7 +101,6 @@ def sha256_of_pil(image) -> str:
 
 def read_input(ref, role: str) -> InputImage:
     """Read ``ref`` (a ``config.ImageInput``) as ``role`` ("image", "mask", "reference 2", …)."""
-    from ..hashing import sha256_file
 
     name = f"input {role}"
     if ref.pixels is not None:
@@ -145,7 +146,6 @@ def strip_pixels(config_dict: dict) -> dict:
 
 def absolute_input_paths(config) -> dict:
     """``replace`` changes that make the ``[input]`` image paths absolute (recipes replay from anywhere)."""
-    import dataclasses
 
     def absolute(ref):
         if ref is None or ref.path is None:
@@ -184,7 +184,6 @@ def check_recorded_inputs(recipe: dict, suffixes: tuple[str, ...]) -> None:
 
     A path without an image suffix (``suffixes``) is refused without being read: a recipe is data.
     """
-    from ..hashing import sha256_file
 
     inputs = recipe.get("inputs") or []  # recipes from before image inputs have none
     for record in inputs if isinstance(inputs, list) else []:

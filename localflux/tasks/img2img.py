@@ -6,6 +6,7 @@ draws the noise; the image is passed once per seed so each seed's generator make
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from . import common
 from .base import Prepared, Task
 from .images import read_input
@@ -20,7 +21,6 @@ class Img2ImgTask(Task):
 
     def validate(self, config, family, preset) -> None:
         if config.input.paste_back:
-            from ..errors import ConfigError
 
             raise ConfigError("input.paste_back applies to inpainting; give --mask (or --outpaint) with --image")
         common.check_strength(config, self.role)

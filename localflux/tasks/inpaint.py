@@ -16,10 +16,14 @@ input's pixels exactly (after the stretch to the output size) and only the repai
 
 from __future__ import annotations
 
+import numpy as np
+from PIL import Image, ImageFilter
+
 from ..errors import ConfigError
 from . import common
 from .base import Prepared, Task
 from .images import InputImage, read_input
+from .reference import prepare_inpaint, validate_inpaint
 
 FEATHER_PX = 8  # paste-back blend width (Gaussian blur radius of the mask, in output pixels)
 THRESHOLD = 128  # diffusers' mask binarisation: >= 0.5 of 255
@@ -36,14 +40,12 @@ class InpaintTask(Task):
 
     def validate(self, config, family, preset) -> None:
         if family.inpaint_with_references:  # FLUX.2: Flux2KleinInpaintPipeline (tasks/reference.py)
-            from .reference import validate_inpaint
 
             return validate_inpaint(config, family, preset)
         common.check_strength(config, self.role)
 
     def prepare(self, config, family, preset, size) -> Prepared:
         if family.inpaint_with_references:
-            from .reference import prepare_inpaint
 
             return prepare_inpaint(config, family, preset, size)
         image, mask, outpaint = read_image_and_mask(config)
@@ -103,8 +105,6 @@ LATENT_CHANNELS = 16  # FLUX.1's VAE latent channels
 
 def read_image_and_mask(config) -> tuple[InputImage, InputImage, dict | None]:
     """The image and the mask, outpainted when asked; refuses an empty mask."""
-    import numpy as np
-    from PIL import Image
 
     image = read_input(config.input.image, "image")
     mask = read_input(config.input.mask, "mask") if config.input.mask is not None else None
@@ -141,8 +141,6 @@ def read_image_and_mask(config) -> tuple[InputImage, InputImage, dict | None]:
 
 def paste_back_function(original, mask, size):
     """image -> image with ``original`` outside the (feathered) mask, all at the output size."""
-    import numpy as np
-    from PIL import Image, ImageFilter
 
     target = (size.width, size.height)
     kept = np.asarray(original.resize(target, Image.LANCZOS) if original.size != target else original, np.float32)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import math
 
+from PIL import Image
+
 from ..errors import ConfigError
 from ..resolution import Size
 from . import common
@@ -83,7 +85,6 @@ class KontextTask(Task):
 
 def stitch(images: list[InputImage]):
     """One reference from several: side by side at the first one's height."""
-    from PIL import Image
 
     if len(images) == 1:
         return images[0].image, False

@@ -21,7 +21,12 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+from diffusers import FluxPriorReduxPipeline
+from huggingface_hub import snapshot_download
+
 from ..errors import ConfigError
+from ..hashing import sha256_file
 from .base import Prepared, Task
 from .images import read_input
 
@@ -84,7 +89,6 @@ def prior_folder(setting: str) -> Path:
                               f"a diffusers folder of {REDUX_HUB_ID}")
         return path
     try:
-        from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(setting, local_files_only=True))
     except Exception:  # noqa: BLE001 - not a folder and not in the cache
@@ -101,7 +105,6 @@ def _processor_size(folder: Path) -> tuple[int, int] | None:
 
 
 def _weight_records(folder: Path) -> list[dict]:
-    from ..hashing import sha256_file
 
     files = sorted(p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
     return [{"path": str(p), "sha256": sha256_file(p, progress=False)} for p in files]
@@ -111,7 +114,6 @@ def load_prior(folder: Path, device, dtype):
     """The prior's image modules (cached per folder, device and dtype); text modules come from the base."""
     key = (str(folder), str(device), str(dtype))
     if key not in _PRIORS:
-        from diffusers import FluxPriorReduxPipeline
 
         prior = FluxPriorReduxPipeline.from_pretrained(folder, text_encoder=None, text_encoder_2=None, tokenizer=None,
                                                        tokenizer_2=None, dtype=dtype)
@@ -124,8 +126,6 @@ def load_prior(folder: Path, device, dtype):
 
 def redux_embeddings(pipe, folder: Path, pictures: list, scale: float, request) -> dict:
     """``prompt_embeds`` / ``pooled_prompt_embeds`` for the base pipeline, from the prior with the base's encoders."""
-    import torch
-    from diffusers import FluxPriorReduxPipeline
 
     device, dtype = pipe._execution_device, pipe.vae.dtype
     images = load_prior(folder, device, dtype)

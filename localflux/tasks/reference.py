@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import ConfigError
+from ..families.flux2 import facts, presets
 from ..resolution import Size
 from . import common
 from .base import Prepared, Task
@@ -24,7 +25,6 @@ INPAINT_STRENGTH = 0.8  # Flux2KleinInpaintPipeline's default
 
 
 def _limits(family, preset):
-    from ..families.flux2 import presets
 
     return presets.RECOMMENDED_REFERENCES.get(preset, 4), presets.MAX_REFERENCES
 
@@ -39,7 +39,6 @@ def check_reference_count(config, family, preset) -> None:
 
 def read_references(config, family, preset) -> tuple[list, list[dict], list[str]]:
     """(PIL images, recipe records with diffusers' resize/crop, warnings); refuses what diffusers would."""
-    from ..families.flux2 import facts
 
     refs = list(config.input.references)
     images, records, warnings = [], [], []
@@ -78,7 +77,6 @@ class ReferenceTask(Task):
         check_reference_count(config, family, preset)
 
     def prepare(self, config, family, preset, size) -> Prepared:
-        from ..families.flux2 import facts
 
         images, records, warnings = read_references(config, family, preset)
         if common.size_is_set(config):
@@ -93,7 +91,6 @@ class ReferenceTask(Task):
 
 def prepare_inpaint(config, family, preset, size) -> Prepared:
     """FLUX.2 inpaint: ``image`` + ``mask_image`` (+ ``image_reference``) for Flux2KleinInpaintPipeline."""
-    from ..families.flux2 import facts
 
     image = read_input(config.input.image, "image")
     mask = read_input(config.input.mask, "mask")

@@ -18,7 +18,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from safetensors.torch import load
+
+from ..families.flux1 import training as flux1_training
+from ..hashing import sha256_file
 from ..output import ensure_output_dir
+from ..progress import progress_bar
+from ..weightfile import save_safetensors
 from .dataset import PIXELS_VERSION, Dataset, pixels_for_bucket
 
 log = logging.getLogger(__name__)
@@ -36,7 +43,6 @@ class TrainingCache:
 
 def base_model_hash(loaded) -> str:
     """sha256 over the base model's files (cached per file), or the tiny model's weight fingerprint."""
-    from ..hashing import sha256_file
 
     if loaded.fingerprint:
         return loaded.fingerprint
@@ -55,20 +61,21 @@ def build_cache(pipe, dataset: Dataset, *, cache_dir: Path, model_hash: str, dev
     captions = sorted(set(dataset.captions) | {EMPTY_CAPTION})
     bar = _bar(len(latent_jobs) + len(captions), progress)
     if spec is None:
-        from ..families.flux1 import training as spec  # the FLUX.1 default of older callers
+        spec = flux1_training  # the FLUX.1 default of older callers
     vae_dtype = str(pipe.vae.dtype)
     for sample_index, bucket in latent_jobs:
         sample = dataset.samples[sample_index]
         key = _key("latent", model_hash, sample.sha256, bucket, vae_dtype, PIXELS_VERSION)
         cache.latents[(sample_index, bucket)] = _cached(
             cache, folder / "latents" / f"{key}.safetensors",
-            lambda: {"latent": _encode_latent(pipe, sample.path, bucket, device, spec)})["latent"]
+            lambda sample=sample, bucket=bucket: {"latent": _encode_latent(pipe, sample.path, bucket, device, spec)}
+        )["latent"]
         _tick(bar)
     text_dtype = spec.text_dtype(pipe)
     for caption in captions:
         key = _key("text", model_hash, caption, max_sequence_length, text_dtype)
         entry = _cached(cache, folder / "text" / f"{key}.safetensors",
-                        lambda: _encode_text(pipe, caption, device, max_sequence_length, spec))
+                        lambda caption=caption: _encode_text(pipe, caption, device, max_sequence_length, spec))
         cache.text[caption] = entry
         _tick(bar)
     if bar is not None:
@@ -81,9 +88,7 @@ def _key(*parts) -> str:
 
 
 def _cached(cache: TrainingCache, path: Path, compute) -> dict:
-    from safetensors.torch import load
 
-    from ..weightfile import save_safetensors
 
     if path.is_file():
         try:
@@ -101,7 +106,6 @@ def _cached(cache: TrainingCache, path: Path, compute) -> dict:
 
 
 def _encode_latent(pipe, path: Path, bucket: tuple[int, int], device: str, spec):
-    import torch
 
     pixels = pixels_for_bucket(path, bucket)[None].to(device=device, dtype=pipe.vae.dtype)
     with torch.no_grad():
@@ -109,7 +113,6 @@ def _encode_latent(pipe, path: Path, bucket: tuple[int, int], device: str, spec)
 
 
 def _encode_text(pipe, caption: str, device: str, max_sequence_length: int, spec) -> dict:
-    import torch
 
     with torch.no_grad():  # outside no_grad the embeddings differed from a render's in a check here
         return spec.encode_text(pipe, caption, device, max_sequence_length)
@@ -118,7 +121,6 @@ def _encode_text(pipe, caption: str, device: str, max_sequence_length: int, spec
 def _bar(total: int, progress: bool):
     if not progress:
         return None
-    from ..progress import progress_bar
 
     return progress_bar(total, "caching latents and captions", "entry")
 

@@ -23,8 +23,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+from safetensors.torch import load
+
 from ..errors import TrainingError
 from ..output import _fsync_dir, ensure_output_dir, plain_mode
+from ..weightfile import safetensors_bytes
 
 FOLDER = "checkpoints"
 _NAME = re.compile(r"^step-(\d{6,})$")
@@ -47,9 +52,7 @@ def checkpoint_dir(run_dir: Path) -> Path:
 def save_checkpoint(run_dir: Path, step: int, *, lora: dict, optimizer: dict, scheduler: dict, state: dict,
                     keep: int) -> Path:
     """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``."""
-    import torch
 
-    from ..weightfile import safetensors_bytes
 
     root = ensure_output_dir(checkpoint_dir(run_dir))
     final = root / f"step-{step:06d}"
@@ -101,8 +104,6 @@ def remove_incomplete(run_dir: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    import torch
-    from safetensors.torch import load
 
     try:
         state = json.loads((path / "state.json").read_text())
@@ -120,8 +121,6 @@ def encode_rng(state) -> str:
 
 
 def decode_rng(text: str):
-    import numpy as np
-    import torch
 
     return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
 

@@ -26,6 +26,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .. import photos
 from ..errors import DatasetError
 from .config import TRIGGER, DatasetConfig, fill_trigger
 
@@ -200,9 +205,7 @@ def load_image(path: Path):
     CMYK through its profile when it has one; 16-bit grey scaled to 8 bits (not clipped); alpha,
     transparent palette entries and tRNS colour keys composited on white; grey and palette to RGB.
     """
-    from PIL import Image, UnidentifiedImageError
 
-    from .. import photos
 
     try:
         with Image.open(path) as image:
@@ -228,8 +231,6 @@ def load_image(path: Path):
 
 def _high_bit_grey(image, path: Path):
     """16-bit (and 32-bit integer) grey to 8-bit L by value / 257; Pillow's own conversion clips at 255."""
-    import numpy as np
-    from PIL import Image
 
     values = np.asarray(image, dtype=np.float64)
     if image.mode == "F" or (values.size and (values.min() < 0 or values.max() > 65535)):
@@ -253,9 +254,6 @@ def bucket_for(width: int, height: int, resolution: int) -> tuple[int, int]:
 
 def pixels_for_bucket(path: Path, bucket: tuple[int, int]):
     """(3, H, W) float tensor in [-1, 1]: resized to cover the bucket, the few excess pixels centre-cropped."""
-    import numpy as np
-    import torch
-    from PIL import Image
 
     image = load_image(path)
     bw, bh = bucket
@@ -286,7 +284,6 @@ class DataOrder:
         self.batches_per_epoch = len(self._batches)  # the same every epoch: same items, same buckets
 
     def batches_for_epoch(self, epoch: int) -> list[list[int]]:
-        import torch
 
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.items), generator=generator).tolist()

@@ -17,16 +17,25 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..errors import TrainingError
+import torch
+from diffusers import FluxPipeline
+from diffusers.training_utils import _collate_lora_metadata
+from peft.utils import get_peft_model_state_dict
+from safetensors import safe_open
+from safetensors.torch import load, load_file
+
+from .. import __version__
+from ..lora.files import peft_metadata
+from ..lora.kohya import write_kohya
+from ..lora.to_diffusers import fold_metadata_alphas
 from ..output import atomic_write_bytes
+from ..weightfile import safetensors_bytes
 
 META_PREFIX = "localflux."
 
 
 def lora_state_dict(transformer, dtype: str, adapter_name: str = "default") -> dict:
     """The adapter's tensors in diffusers/PEFT names (without the ``transformer.`` prefix), cast to ``dtype``."""
-    import torch
-    from peft.utils import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
     return {k: v.detach().to("cpu", dtype=getattr(torch, dtype)).contiguous() for k, v in state.items()}
@@ -34,12 +43,7 @@ def lora_state_dict(transformer, dtype: str, adapter_name: str = "default") -> d
 
 def lora_file_bytes(transformer, dtype: str, metadata: dict[str, str]) -> bytes:
     """The .safetensors bytes of the current adapter, as ``FluxPipeline.save_lora_weights`` lays it out."""
-    from diffusers import FluxPipeline
-    from diffusers.training_utils import _collate_lora_metadata
-    from safetensors import safe_open
-    from safetensors.torch import load
 
-    from ..weightfile import safetensors_bytes
 
     with tempfile.TemporaryDirectory(prefix="localflux-lora-") as folder:
         FluxPipeline.save_lora_weights(folder, transformer_lora_layers=lora_state_dict(transformer, dtype),
@@ -60,10 +64,7 @@ def lora_file_bytes(transformer, dtype: str, metadata: dict[str, str]) -> bytes:
 def unit_strength(tensors: dict, metadata: dict[str, str]) -> tuple[dict, dict[str, str]]:
     """``(tensors, metadata)`` with each module's PEFT strength folded into its weights and the
     ``lora_adapter_metadata`` config rewritten to strength 1 (lora_alpha = r per module, no rsLoRA)."""
-    import torch
 
-    from ..lora.files import peft_metadata
-    from ..lora.to_diffusers import fold_metadata_alphas
 
     config = peft_metadata(metadata)
     if not config:
@@ -80,7 +81,6 @@ def unit_strength(tensors: dict, metadata: dict[str, str]) -> tuple[dict, dict[s
 
 
 def training_metadata(*, config, dataset_sha256: str, base_model_sha256: str, step: int) -> dict[str, str]:
-    from .. import __version__
 
     return {
         f"{META_PREFIX}version": __version__,
@@ -103,20 +103,13 @@ def write_lora(path: Path, transformer, dtype: str, metadata: dict[str, str]) ->
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         return dict(handle.metadata() or {})
 
 
 def kohya_writer():
-    """The LoRA feature's kohya writer, or a clear error when this build lacks it (checked before training)."""
-    try:
-        from ..lora.kohya import write_kohya
-    except ImportError:
-        raise TrainingError("output.kohya = true needs the kohya writer (localflux.lora.kohya), which this build of "
-                            "localflux lacks; set output.kohya = false (the diffusers-format file loads in diffusers "
-                            "and localflux)") from None
+    """The LoRA feature's kohya writer (``lora/kohya.py``), asked for before training."""
     return write_kohya
 
 
@@ -124,7 +117,6 @@ def write_kohya_copy(lora_path: Path, kohya_path: Path, *, metadata: dict[str, s
     """A kohya-format copy (``lora_unet_*`` keys with ``.alpha`` tensors) for ComfyUI and Forge.
 
     The strength is already folded into ``lora_path``'s tensors (see :func:`unit_strength`): alpha = rank."""
-    from safetensors.torch import load_file
 
     write_kohya = kohya_writer()
     return write_kohya(load_file(str(lora_path)), kohya_path, alpha=None, metadata=metadata)

@@ -19,16 +19,21 @@ record), and ``samples/contact-sheet.png`` is redrawn after each round: one row 
 
 from __future__ import annotations
 
-from ..recipe import add_extension
-
 import dataclasses
 import hashlib
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
+from PIL import Image, ImageDraw
+
+from .. import pipeline
 from ..config import config_from_dict
+from ..io.png import png_bytes, save_png
+from ..lora.state import apply_loras, lora_request
 from ..output import atomic_write_bytes, ensure_output_dir
+from ..recipe import add_extension
 from .config import TrainConfig, fill_trigger
 
 log = logging.getLogger(__name__)
@@ -93,9 +98,6 @@ def render_previews(config: TrainConfig, loaded, lora_bytes: bytes, step: int, r
 
 
 def _render_all(config: TrainConfig, model, lora_file: Path, folder: Path, record: dict) -> list[Path]:
-    from .. import pipeline
-    from ..lora.state import apply_loras, lora_request
-    from ..io.png import save_png
 
     paths = []
     for p_index, prompt in enumerate(config.samples.prompts):
@@ -127,7 +129,6 @@ def _remove_preview_lora(model) -> None:
 
 def discard_after(run_dir: Path, step: int) -> None:
     """Delete preview folders past ``step``: a killed run rendered them, the resumed run renders them again."""
-    import shutil
 
     root = Path(run_dir) / FOLDER
     if not root.is_dir():
@@ -149,7 +150,6 @@ def _helpers_to(pipe, device: str) -> bool:
 
 def write_contact_sheet(root: Path) -> Path:
     """One row per preview step (labelled), one column per prompt and seed; rewritten in place."""
-    from PIL import Image, ImageDraw
 
     rows = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")):
@@ -170,6 +170,5 @@ def write_contact_sheet(root: Path) -> Path:
         for c, path in enumerate(files):
             with Image.open(path) as image:
                 sheet.paste(image.convert("RGB").resize(cell), (label + c * cell[0], r * cell[1]))
-    from ..io.png import png_bytes
 
     return atomic_write_bytes(root / SHEET, png_bytes(sheet, None), overwrite=True)

@@ -30,12 +30,29 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
-from .. import schedule
+import torch
+from accelerate import Accelerator
+from diffusers import DiffusionPipeline
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import cast_training_params
+from peft import LoraConfig as PeftLoraConfig
+
+from .. import optional, schedule
+from ..device import Placement, pick_device, pick_dtype
 from ..errors import ConfigError, TrainingError
+from ..families.flux1 import training
+from ..loader import LoadedModel, load_model
+from ..output import ensure_output_dir
+from ..pipeline import identify
+from ..progress import progress_bar
 from . import checkpoint as ckpt
+from .cache import EMPTY_CAPTION, TrainingCache, base_model_hash, build_cache
 from .config import TrainConfig
-from .dataset import DataOrder, Dataset, scan_dataset
+from .dataset import DataOrder, Dataset, describe_dataset, scan_dataset
+from .export import kohya_writer, lora_file_bytes, training_metadata, write_kohya_copy, write_lora
+from .previews import discard_after, render_previews
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +86,7 @@ class TrainResult:
     previews: list[Path] = field(default_factory=list)
     main_process: bool = True  # False in the other processes of a multi-process run
     cache_computed: int = 0  # cache entries computed by this run (0 when a rerun found them all)
-    pipe: object = None  # the training pipeline (with the adapter), for callers in the same process
+    pipe: DiffusionPipeline | None = None  # the training pipeline (with the adapter), for callers in the same process
 
 
 # ---------------------------------------------------------------- before any weights
@@ -78,7 +95,6 @@ class TrainResult:
 def preflight(config: TrainConfig, *, resume: bool = False) -> Preflight:
     """Everything that can be checked without loading a model; raises a LocalFluxError on the first problem."""
     if config.output.kohya:
-        from .export import kohya_writer
 
         kohya_writer()
     _check_optimizer(config)
@@ -107,22 +123,16 @@ def preflight(config: TrainConfig, *, resume: bool = False) -> Preflight:
 def _check_optimizer(config: TrainConfig) -> None:
     if config.optimizer.name != "adamw8bit":
         return
-    import torch
 
     if config.model.device == "cpu" or not torch.cuda.is_available():
         raise TrainingError("optimizer.name = 'adamw8bit' uses bitsandbytes, which needs a CUDA GPU and none is in use "
                             "here; use optimizer.name = 'adamw'")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise TrainingError("optimizer.name = 'adamw8bit' needs bitsandbytes: pip install bitsandbytes "
-                            "(or use optimizer.name = 'adamw')") from None
+    optional.require("bitsandbytes", "optimizer.name = 'adamw8bit' (or use optimizer.name = 'adamw')", TrainingError)
 
 
 def _check_fp8(config: TrainConfig) -> None:
     if not config.memory.fp8_base:
         return
-    import torch
 
     if not hasattr(torch, "float8_e4m3fn"):
         raise TrainingError(f"memory.fp8_base needs torch with float8 support (this is torch {torch.__version__}); "
@@ -132,24 +142,95 @@ def _check_fp8(config: TrainConfig) -> None:
 # ---------------------------------------------------------------- the run
 
 
+@dataclass
+class _Run:
+    """What one training run holds between its stages: the accelerator, the model, its optimizer and data order."""
+
+    config: TrainConfig
+    pre: Preflight
+    accelerator: Accelerator
+    device: str
+    dtype: str
+    loaded: LoadedModel
+    spec: ModuleType  # the family's training module (families/<name>/training.py)
+    cache: TrainingCache
+    model_sha: str
+    named: dict
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    model: torch.nn.Module
+    generator: torch.Generator
+    order: DataOrder
+    total: int
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def pipe(self):
+        return self.loaded.pipe
+
+    def metadata(self, step: int) -> dict[str, str]:
+        return _metadata(self.config, self.pre.dataset.sha256, self.model_sha, step)
+
+
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Run (or resume) the training described by ``config``; returns where the LoRA went and the losses."""
-    import torch
-    from accelerate import Accelerator
-
-    from ..device import pick_device, pick_dtype, Placement
-    from ..loader import load_model
-    from ..pipeline import identify
-    from .cache import base_model_hash, build_cache
-
     pre = preflight(config, resume=resume)
+    run = _setup(config, pre, progress)
+    accelerator, transformer = run.accelerator, run.pipe.transformer
+
+    step, losses, resumed_from = 0, [], None
+    state_base = {"config": config.to_dict(), "dataset_sha256": pre.dataset.sha256,
+                  "base_model_sha256": run.model_sha, "processes": accelerator.num_processes}
+    if pre.resume_from is not None:
+        step, losses = _resume(pre.resume_from, state_base, run.named, run.optimizer, run.scheduler, run.generator,
+                               run.order)
+        resumed_from = step
+    if run.main:
+        ensure_output_dir(pre.run_dir)
+        ckpt.remove_incomplete(pre.run_dir)
+        discard_after(pre.run_dir, step if pre.resume_from is not None else -1)  # previews of an abandoned future
+    accelerator.wait_for_everyone()
+
+    previews = []
+    if config.samples.every and config.samples.at_start and step == 0:
+        previews += _previews(accelerator, config, run.loaded, transformer, 0, pre.run_dir, run.device,
+                              run.metadata(0))
+    kill_at = _kill_point()
+    bar = _progress(run.total, step, progress and run.main)
+    while step < run.total:
+        step += 1
+        losses.append(_train_step(run, step, kill_at))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+        # previews before the checkpoint: a run killed in between resumes from the checkpoint before, which
+        # discards this step's (maybe partial) previews and renders them again; never a step without previews
+        if config.samples.every and (step % config.samples.every == 0 or step == run.total):
+            previews += _previews(accelerator, config, run.loaded, transformer, step, pre.run_dir, run.device,
+                                  run.metadata(step))
+        if step % config.checkpoint.every == 0:
+            _checkpoint(run, step, kill_at, dict(state_base, step=step, position=run.order.position(), losses=losses,
+                                                 rng=ckpt.encode_rng(run.generator.get_state())))
+    if bar is not None:
+        bar.close()
+
+    kohya_path = _export(run, step)
+    accelerator.end_training()
+    return TrainResult(pre.run_dir, pre.lora_path, kohya_path, step, losses, pre.dataset.sha256, run.model_sha,
+                       resumed_from, previews, run.main, run.cache.computed, run.pipe)
+
+
+def _setup(config: TrainConfig, pre: Preflight, progress: bool) -> _Run:
+    """The accelerator, the base model with its adapter, the latent/text cache, the optimizer and the data order."""
     device_name = pick_device(config.model.device)
     mixed = config.training.mixed_precision
     if mixed == "auto":
         mixed = "no" if device_name == "cpu" else ("bf16" if pick_dtype(device_name) == "bfloat16" else "no")
     accelerator = Accelerator(mixed_precision=mixed, cpu=device_name == "cpu")
     device = str(accelerator.device)
-    main = accelerator.is_main_process
     dtype = pick_dtype(device_name, config.model.dtype)
 
     # Loaded on the CPU: the text encoders visit the accelerator only to fill the cache. A private copy, never in
@@ -167,7 +248,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     with accelerator.main_process_first():
         _helpers(pipe, device, spec)
         cache = build_cache(pipe, pre.dataset, cache_dir=cache_dir, model_hash=model_sha, device=device,
-                            max_sequence_length=max_len, progress=progress and main, spec=spec)
+                            max_sequence_length=max_len, progress=progress and accelerator.is_main_process, spec=spec)
         _helpers(pipe, "cpu", spec)
 
     transformer = pipe.transformer
@@ -185,89 +266,62 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     scheduler = make_scheduler(config, optimizer, total)
     model, optimizer = accelerator.prepare(transformer, optimizer)
     generator = torch.Generator("cpu").manual_seed(config.training.seed)
+    return _Run(config, pre, accelerator, device, dtype, loaded, spec, cache, model_sha, named, optimizer, scheduler,
+                model, generator, order, total)
 
-    step, losses, resumed_from = 0, [], None
-    state_base = {"config": config.to_dict(), "dataset_sha256": pre.dataset.sha256,
-                  "base_model_sha256": model_sha, "processes": accelerator.num_processes}
-    if pre.resume_from is not None:
-        step, losses = _resume(pre.resume_from, state_base, named, optimizer, scheduler, generator, order)
-        resumed_from = step
-    if main:
-        from ..output import ensure_output_dir
-        from .previews import discard_after
 
-        ensure_output_dir(pre.run_dir)
-        ckpt.remove_incomplete(pre.run_dir)
-        discard_after(pre.run_dir, step if pre.resume_from is not None else -1)  # previews of an abandoned future
-    accelerator.wait_for_everyone()
-
-    metadata = lambda at: _metadata(config, pre.dataset.sha256, model_sha, at)  # noqa: E731
-    previews = []
-    if config.samples.every and config.samples.at_start and step == 0:
-        previews += _previews(accelerator, config, loaded, transformer, 0, pre.run_dir, device, metadata(0))
-
-    kill_at = _kill_point()
-    guidance_embeds = bool(transformer.config.guidance_embeds)
-    bar = _progress(total, step, progress and main)
+def _train_step(run: _Run, step: int, kill_at) -> float:
+    """One optimizer step over ``gradient_accumulation`` micro-batches; returns the step's mean loss."""
+    config, accelerator, device = run.config, run.accelerator, run.device
+    guidance_embeds = bool(run.pipe.transformer.config.guidance_embeds)
     local = slice(accelerator.process_index * config.training.batch_size,
                   (accelerator.process_index + 1) * config.training.batch_size)
     accum = config.training.gradient_accumulation
-    while step < total:
-        step += 1
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(accum):
-            _die_at(kill_at, step, micro)
-            batch = _draw_batch(order.next(), pre.dataset, cache, config, generator, pipe, spec)
-            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
-            with sync:
-                with accelerator.autocast():
-                    loss = flow_loss(model, **_slice(batch, local), device=device, dtype=getattr(torch, dtype),
-                                     guidance=config.training.guidance if guidance_embeds else None,
-                                     vae_scale_factor=pipe.vae_scale_factor, spec=spec)
-                accelerator.backward(loss / accum)
-            loss_sum += loss.detach()
-        if config.optimizer.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(list(named.values()), config.optimizer.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = float(accelerator.reduce(loss_sum / accum, reduction="mean"))
-        if not math.isfinite(step_loss):
-            raise TrainingError(f"the loss became {step_loss} at step {step}; lower optimizer.lr "
-                                "(or use mixed_precision = 'bf16' rather than fp16)")
-        losses.append(step_loss)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        # previews before the checkpoint: a run killed in between resumes from the checkpoint before, which
-        # discards this step's (maybe partial) previews and renders them again; never a step without previews
-        if config.samples.every and (step % config.samples.every == 0 or step == total):
-            previews += _previews(accelerator, config, loaded, transformer, step, pre.run_dir, device, metadata(step))
-        if step % config.checkpoint.every == 0:
-            _die_at(kill_at, step, "before_checkpoint")
-            if main:
-                state = dict(state_base, step=step, position=order.position(), losses=losses,
-                             rng=ckpt.encode_rng(generator.get_state()))
-                ckpt.save_checkpoint(pre.run_dir, step, lora={n: p.detach().float() for n, p in named.items()},
-                                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                                     state=state, keep=config.checkpoint.keep)
-            accelerator.wait_for_everyone()
-            _die_at(kill_at, step, "after_checkpoint")
-    if bar is not None:
-        bar.close()
+    loss_sum = torch.zeros((), device=device)
+    for micro in range(accum):
+        _die_at(kill_at, step, micro)
+        batch = _draw_batch(run.order.next(), run.pre.dataset, run.cache, config, run.generator, run.pipe, run.spec)
+        sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(run.model)
+        with sync:
+            with accelerator.autocast():
+                loss = flow_loss(run.model, **_slice(batch, local), device=device, dtype=getattr(torch, run.dtype),
+                                 guidance=config.training.guidance if guidance_embeds else None,
+                                 vae_scale_factor=run.pipe.vae_scale_factor, spec=run.spec)
+            accelerator.backward(loss / accum)
+        loss_sum += loss.detach()
+    if config.optimizer.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(list(run.named.values()), config.optimizer.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    step_loss = float(accelerator.reduce(loss_sum / accum, reduction="mean"))
+    if not math.isfinite(step_loss):
+        raise TrainingError(f"the loss became {step_loss} at step {step}; lower optimizer.lr "
+                            "(or use mixed_precision = 'bf16' rather than fp16)")
+    return step_loss
 
+
+def _checkpoint(run: _Run, step: int, kill_at, state: dict) -> None:
+    _die_at(kill_at, step, "before_checkpoint")
+    if run.main:
+        ckpt.save_checkpoint(run.pre.run_dir, step, lora={n: p.detach().float() for n, p in run.named.items()},
+                             optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                             state=state, keep=run.config.checkpoint.keep)
+    run.accelerator.wait_for_everyone()
+    _die_at(kill_at, step, "after_checkpoint")
+
+
+def _export(run: _Run, step: int) -> Path | None:
+    """The final LoRA file (and its kohya copy when asked for), written by the main process."""
     kohya_path = None
-    if main:
-        from .export import write_kohya_copy, write_lora
-
-        write_lora(pre.lora_path, transformer, config.output.dtype, metadata(step))
+    if run.main:
+        config, pre = run.config, run.pre
+        write_lora(pre.lora_path, run.pipe.transformer, config.output.dtype, run.metadata(step))
         if config.output.kohya:
             kohya_path = write_kohya_copy(pre.lora_path, pre.run_dir / f"{config.output.name}.kohya.safetensors",
-                                          metadata=metadata(step))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(pre.run_dir, pre.lora_path, kohya_path, step, losses, pre.dataset.sha256, model_sha,
-                       resumed_from, previews, main, cache.computed, pipe)
+                                          metadata=run.metadata(step))
+    run.accelerator.wait_for_everyone()
+    return kohya_path
 
 
 # ---------------------------------------------------------------- building blocks
@@ -275,9 +329,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
 
 def add_lora(transformer, config: TrainConfig, *, device: str = "cpu", spec=None) -> list[str]:
     """Freeze the transformer and add the ``default`` adapter on the configured modules; returns their names."""
-    import torch
-    from peft import LoraConfig as PeftLoraConfig
-    from diffusers.training_utils import cast_training_params
 
     targets = lora_target_modules(transformer, config, spec)
     transformer.requires_grad_(False)
@@ -293,7 +344,6 @@ def add_lora(transformer, config: TrainConfig, *, device: str = "cpu", spec=None
 
 def lora_target_modules(transformer, config: TrainConfig, spec=None) -> list[str]:
     """Full module names for ``lora.targets`` inside the selected double and single blocks."""
-    import torch
 
     spec = spec or _flux1_spec()
     wanted = set(spec.default_targets(config.lora.targets))
@@ -335,17 +385,15 @@ def _check_buckets(dataset: Dataset, vae_scale_factor: int) -> None:
 
 
 def _flux1_spec():
-    from ..families.flux1 import training
 
     return training
 
 
 def make_optimizer(config: TrainConfig, params: list):
-    import torch
 
     o = config.optimizer
     if o.name == "adamw8bit":
-        import bitsandbytes as bnb  # availability checked in preflight
+        import bitsandbytes as bnb  # optional: optional.require in preflight (_check_optimizer)
 
         cls = bnb.optim.AdamW8bit
     else:
@@ -354,7 +402,6 @@ def make_optimizer(config: TrainConfig, params: list):
 
 
 def make_scheduler(config: TrainConfig, optimizer, total: int):
-    from diffusers.optimization import get_scheduler
 
     # Stepped once per optimizer step by the loop itself (not prepared by accelerate, which would
     # step it once per process).
@@ -372,7 +419,6 @@ def sample_sigmas(kind: str, generator, count: int, *, mean: float, std: float, 
                   spec=None) -> "object":
     """Noise levels in (0, 1): uniform, logit-normal (SD3), or logit-normal shifted by image size as the family's
     sampler shifts it (``spec.mu``: FLUX.1 from the scheduler config, FLUX.2 diffusers' empirical mu)."""
-    import torch
 
     if kind == "uniform":
         return torch.rand(count, generator=generator)
@@ -385,10 +431,7 @@ def sample_sigmas(kind: str, generator, count: int, *, mean: float, std: float, 
 
 def _draw_batch(indices: list[int], dataset: Dataset, cache, config: TrainConfig, generator, pipe, spec) -> dict:
     """The global micro-batch and its random draws (same on every process, in a fixed order)."""
-    import torch
 
-    from .. import schedule
-    from .cache import EMPTY_CAPTION
 
     items = [dataset.items[i] for i in indices]
     latents = torch.stack([cache.latents[(it.sample, it.bucket)] for it in items]).float()
@@ -429,7 +472,6 @@ def flow_loss(model, *, latents, noise, sigmas, text: dict, weights, device: str
 
 
 def _resume(path: Path, state_base: dict, named: dict, optimizer, scheduler, generator, order: DataOrder):
-    import torch
 
     found = ckpt.load_checkpoint(path)
     state = found.state
@@ -472,7 +514,6 @@ def _changed_key(old: dict, new: dict, prefix: str = "") -> str | None:
 
 
 def _metadata(config: TrainConfig, dataset_sha: str, model_sha: str, step: int) -> dict[str, str]:
-    from .export import training_metadata
 
     return training_metadata(config=config, dataset_sha256=dataset_sha, base_model_sha256=model_sha, step=step)
 
@@ -480,8 +521,6 @@ def _metadata(config: TrainConfig, dataset_sha: str, model_sha: str, step: int) 
 def _previews(accelerator, config, loaded, transformer, step, run_dir, device, metadata) -> list[Path]:
     paths = []
     if accelerator.is_main_process:
-        from .export import lora_file_bytes
-        from .previews import render_previews
 
         trainable = [p for p in transformer.parameters() if p.requires_grad]
         paths = render_previews(config, loaded, lora_file_bytes(transformer, config.output.dtype, metadata),
@@ -520,14 +559,12 @@ def _die_at(kill_at, step: int, where: int | str) -> None:
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from ..progress import progress_bar
 
     return progress_bar(total, "training", "step", leave=True, initial=initial)
 
 
 def describe_run(pre: Preflight) -> str:
     """What ``train-lora --dry-run`` prints: the dataset and the plan, checked, without loading weights."""
-    from .dataset import describe_dataset
 
     c = pre.config
     per_step = c.training.batch_size * c.training.gradient_accumulation

@@ -27,7 +27,7 @@ import logging
 import numpy as np
 from PIL import Image
 
-from .. import pipeline
+from .. import pipeline  # cycle: pipeline's upscale stage calls detail_pass (module references only)
 from ..errors import ConfigError
 from ..geometry import PATCH
 from .tiling import Span, Tile, axis_weights, plan_axis

@@ -1,5 +1,3 @@
 """FLUX.1 [schnell] and [dev] (``family.py``: the spec; ``loading.py``: weights to a pipeline)."""
 
-from .family import Flux1
 
-__all__ = ["Flux1"]

@@ -10,16 +10,19 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from ...geometry import FLUX_VAE_SCALE_FACTOR, vae_scale_factor_of_model
-from ...schedule import flux_sigmas
-from ...weightfile import safetensors_keys
-from ..base import Family
 from ...errors import ModelSourceError
-from ...weightfile import tensor_shapes
+from ...geometry import FLUX_VAE_SCALE_FACTOR, vae_scale_factor_of_model
+from ...memory.footprint import footprint_from_configs, footprint_of_pipe, packaged_config_root, with_transformer_config
+from ...memory.formats import gguf_has_guidance, inspect_gguf
+from ...schedule import flux_sigmas
+from ...weightfile import safetensors_keys, tensor_shapes
+from ..base import Family
+from . import loading, training
+from .loading import require_flux_keys
 from .pipelines import pipeline_class, preset_of_config, preset_of_folder, task_pipeline
-from .presets import CLIP_MAX_TOKENS, PRESETS, config_root
-from .single_file import infer_config
-from .tiny import BUILTIN
+from .presets import BUILTIN, CLIP_MAX_TOKENS, PRESETS, config_root
+from .single_file import infer_config, transformer_config
+from .tiny import build_tiny_pipeline
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -135,18 +138,15 @@ class Flux1(Family):
         return name.startswith("Flux") and not name.startswith("Flux2")
 
     def load(self, source, placement, preset, memory_plan):
-        from . import loading  # loading imports the generic loader, which imports this registry
 
         return loading.load(source, placement, preset, memory_plan)
 
     def place(self, pipe, placement, memory_plan) -> None:
-        from . import loading
 
         loading.place(pipe, placement, memory_plan.offload, memory_plan)
 
     # ---- training
     def training(self):
-        from . import training
 
         return training
 
@@ -158,10 +158,8 @@ class Flux1(Family):
 
     def footprint(self, source: "Source", preset: str):
         """Parameter counts from the model's own configs, else from the published configs of its preset."""
-        from ...memory.footprint import footprint_from_configs, footprint_of_pipe, packaged_config_root
 
         if source.kind == "tiny":
-            from .tiny import build_tiny_pipeline
 
             return footprint_of_pipe(build_tiny_pipeline(self.builtin[source.text]))
         root = source.base.path if source.kind == "single_file" and source.base else source.path
@@ -171,10 +169,7 @@ class Flux1(Family):
         if root == packaged_config_root(preset):
             footprint = preset_footprint(preset, footprint)
         if source.kind == "single_file":  # the file brings its own shape (a pruned or distilled transformer, say)
-            import json
 
-            from .single_file import transformer_config
-            from ...memory.footprint import with_transformer_config
 
             base = json.loads((root / "transformer" / "config.json").read_text())
             config = transformer_config(source.path, base, source.base.path if source.base else None)
@@ -186,10 +181,7 @@ class Flux1(Family):
 def preset_footprint(preset: str, footprint=None):
     """The published footprint of a preset: Fill and Kontext share FLUX.1 [dev]'s configs except the
     transformer's (Fill's input is 384 channels wide), which is counted from their own config."""
-    import json
 
-    from ...memory.footprint import footprint_from_configs, packaged_config_root, with_transformer_config
-    from .presets import config_root
 
     footprint = footprint or footprint_from_configs(str(packaged_config_root(preset)))
     own = config_root(preset, "transformer")
@@ -223,12 +215,10 @@ def _single_file_preset(source: "Source") -> str:
 
 def _single_file_has_guidance(path) -> bool:
     if path.suffix.lower() == ".gguf":
-        from ...memory.formats import gguf_has_guidance, inspect_gguf
 
         inspect_gguf(path)  # refuses a GGUF that is not a FLUX transformer, in one line
         return gguf_has_guidance(path)
     keys = safetensors_keys(path)
-    from .loading import require_flux_keys
 
     require_flux_keys(path, keys)  # refuse a VAE/LoRA/encoder file before anything is written
     return any(k.endswith((_BFL_GUIDANCE, _DIFFUSERS_GUIDANCE)) for k in keys)

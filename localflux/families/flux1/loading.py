@@ -23,8 +23,8 @@ from ...memory import offload as offload_mod
 from ...memory.formats import load_gguf_transformer, nf4_config
 from ...weightfile import safetensors_keys
 from . import single_file, text_cache
-from .presets import config_root
-from .tiny import BUILTIN, build_tiny_pipeline
+from .presets import BUILTIN, config_root
+from .tiny import build_tiny_pipeline
 
 if TYPE_CHECKING:
     from ...memory.plan import MemoryPlan

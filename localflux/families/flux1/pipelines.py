@@ -8,8 +8,11 @@ pipeline's modules keep working, because the task pipeline holds the very same m
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+
+import diffusers
 
 # role (a task's ``pipeline_role``) -> diffusers class name; diffusers 0.42.1
 PIPELINE_CLASSES = {
@@ -31,7 +34,6 @@ _PIPELINE_STATE = ("_all_hooks", "_offload_device", "_offload_gpu_id", "_exclude
 
 
 def pipeline_class(role: str):
-    import diffusers
 
     try:
         return getattr(diffusers, PIPELINE_CLASSES[role])
@@ -55,7 +57,6 @@ def task_pipeline(pipe, role: str):
         cached = {}
         pipe._localflux_task_pipes = cached
     if role not in cached:
-        import inspect
 
         accepted = inspect.signature(cls.__init__).parameters  # Fill has no IP-adapter image encoder slots
         new = cls(**{name: module for name, module in pipe.components.items() if name in accepted})

@@ -54,3 +54,7 @@ def config_root(preset: str, component: str = "") -> Path:
     if component == "transformer" and preset in _OWN_TRANSFORMER:
         return CONFIGS / _OWN_TRANSFORMER[preset]
     return CONFIGS / _PUBLISHED.get(preset, "FLUX.1-schnell")
+
+# The built-in miniatures (tiny.py builds them): name -> preset
+BUILTIN = {"tiny": "schnell", "tiny-schnell": "schnell", "tiny-dev": "dev", "tiny-fill": "fill",
+           "tiny-kontext": "kontext", "tiny-control": "control"}

@@ -18,6 +18,8 @@ import json
 import re
 from pathlib import Path
 
+import torch
+
 from ...errors import ModelSourceError
 from ...geometry import MLP_RATIO
 from ...weightfile import tensor_shapes
@@ -119,7 +121,6 @@ def _check_text_widths(path: Path, config: dict, root: Path | None) -> None:
 
 def bfl_to_diffusers(state_dict: dict, config: dict) -> dict:
     """BFL/ComfyUI keys -> diffusers keys at any width (diffusers' own conversion assumes 3072)."""
-    import torch
 
     sd = {k.removeprefix("model.diffusion_model."): v for k, v in state_dict.items()}
     width = config["num_attention_heads"] * config["attention_head_dim"]

@@ -14,6 +14,8 @@ fp8-stored T5 weights need their own T5 call: FluxPipeline casts T5's output to
 
 from __future__ import annotations
 
+from diffusers.utils.torch_utils import get_module_execution_device
+
 
 def install(pipe, *, cache: bool, t5_dtype=None) -> None:
     """``t5_dtype``: the dtype T5's output must have when its weights are stored in another (fp8)."""
@@ -50,7 +52,6 @@ def install(pipe, *, cache: bool, t5_dtype=None) -> None:
 
 def t5_embeddings(pipe, prompt, max_sequence_length: int, device, dtype):
     """T5's sequence embeddings as FluxPipeline computes them, returned in ``dtype``."""
-    from diffusers.utils.torch_utils import get_module_execution_device  # where offload hooks will run it
 
     prompt = [prompt] if isinstance(prompt, str) else list(prompt)
     ids = pipe.tokenizer_2(prompt, padding="max_length", max_length=max_sequence_length, truncation=True,

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import json
 
-BUILTIN = {"tiny": "schnell", "tiny-schnell": "schnell", "tiny-dev": "dev", "tiny-fill": "fill",
-           "tiny-kontext": "kontext", "tiny-control": "control"}  # name -> preset
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+
+from .pipelines import pipeline_class
+from .presets import config_root
+
 VARIANTS = ("schnell", "dev", "fill", "kontext", "control")
 TINY_SEED = 20240801
 
@@ -27,7 +32,6 @@ _ASCII = [chr(c) for c in range(33, 127)]
 
 def build_tiny_components(variant: str) -> dict:
     """Return the FluxPipeline components of the tiny model (``variant`` is ``schnell`` or ``dev``)."""
-    import torch
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown tiny variant {variant!r}")
@@ -51,7 +55,6 @@ def build_tiny_components(variant: str) -> dict:
 
 def build_tiny_pipeline(variant: str):
     """The base ``FluxPipeline`` of the tiny model (tasks build their own pipeline from its components)."""
-    from diffusers import FluxPipeline
 
     return FluxPipeline(**build_tiny_components(variant))
 
@@ -59,14 +62,12 @@ def build_tiny_pipeline(variant: str):
 def save_tiny_model(variant: str, folder) -> None:
     """Write the tiny model as an ordinary diffusers folder; ``model_index.json`` names the variant's own
     pipeline class (``FluxFillPipeline``, ``FluxKontextPipeline``) as the published models do."""
-    from .pipelines import pipeline_class
 
     role = {"fill": "fill", "kontext": "kontext", "control": "control"}.get(variant, "text")
     pipeline_class(role)(**build_tiny_components(variant)).save_pretrained(folder)
 
 
 def _tiny_transformer(guidance_embeds: bool, in_channels: int = 64):
-    from diffusers import FluxTransformer2DModel
 
     # Fill: per token [noisy 64 | masked-image latents 64 | mask 8x8 pixels x 2x2 patches = 256] = 384 in, 64 out
     # Control (Canny/Depth): [noisy 64 | control-image latents 64] = 128 in, 64 out
@@ -86,7 +87,6 @@ def _tiny_transformer(guidance_embeds: bool, in_channels: int = 64):
 
 
 def _tiny_vae():
-    from diffusers import AutoencoderKL
 
     # Four blocks -> three downsamplings -> factor 8, like FLUX's VAE; scaling/shift are FLUX's.
     return AutoencoderKL(
@@ -118,7 +118,6 @@ def _clip_vocab() -> tuple[dict, list]:
 
 
 def _tiny_clip():
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     vocab, _ = _clip_vocab()
     config = CLIPTextConfig(
@@ -137,7 +136,6 @@ def _tiny_clip():
 
 
 def _clip_tokenizer():
-    from transformers import CLIPTokenizer
 
     vocab, merges = _clip_vocab()
     return CLIPTokenizer(
@@ -159,7 +157,6 @@ def _t5_vocab() -> list[tuple[str, float]]:
 
 
 def _tiny_t5():
-    from transformers import T5Config, T5EncoderModel
 
     config = T5Config(
         vocab_size=len(_t5_vocab()),
@@ -177,15 +174,12 @@ def _tiny_t5():
 
 
 def _t5_tokenizer():
-    from transformers import T5TokenizerFast
 
     return T5TokenizerFast(vocab=_t5_vocab(), extra_ids=0, model_max_length=512)
 
 
 def _scheduler(variant: str):
-    from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from .presets import config_root
 
     text = (config_root(variant) / "scheduler" / "scheduler_config.json").read_text()
     return FlowMatchEulerDiscreteScheduler.from_config(json.loads(text))

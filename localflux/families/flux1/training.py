@@ -7,6 +7,12 @@ and CLIP's pooled embedding per caption; the transformer call on 2x2-packed late
 
 from __future__ import annotations
 
+import torch
+from diffusers import FluxPipeline
+from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
+
+from ... import schedule
+
 HELPERS = ("text_encoder", "text_encoder_2", "vae")  # modules that visit the accelerator only to fill the cache
 
 
@@ -28,7 +34,6 @@ def encode_text(pipe, caption: str, device: str, max_sequence_length: int) -> di
 
 
 def mu(seq_len: int, scheduler_config) -> float:
-    from ... import schedule
 
     return schedule.mu_for(seq_len, dict(scheduler_config))
 
@@ -39,8 +44,6 @@ def default_targets(configured: list[str]) -> list[str]:
 
 def block_linears() -> set[str]:
     """Names of the linear layers inside diffusers' FLUX double and single blocks (built on the meta device)."""
-    import torch
-    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
 
     with torch.device("meta"):
         blocks = (FluxTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8),
@@ -50,8 +53,6 @@ def block_linears() -> set[str]:
 
 def predict(model, noisy, sigmas, text: dict, *, device: str, dtype, guidance: float | None, vae_scale_factor: int):
     """The transformer's velocity for ``noisy`` (B, 16, h, w), in the same layout."""
-    import torch
-    from diffusers import FluxPipeline
 
     b, c, h, w = noisy.shape
     packed = FluxPipeline._pack_latents(noisy, b, c, h, w)

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from diffusers.pipelines.flux2.pipeline_flux2 import format_input
+from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+
 MAX_AREA = 1024 * 1024  # references above this area are scaled down to about it
 MIN_SIDE = 64
 MAX_ASPECT = 8
@@ -117,7 +121,6 @@ def expected_sigmas(width: int, height: int, steps: int, strength: float | None 
     ``sigmas = linspace(1, 1/N, N)``, shifted ``e^mu / (e^mu + 1/σ − 1)`` with ``mu = empirical_mu(tokens, N)``;
     with inpaint ``strength`` the first ``int(N − min(N·strength, N))`` are skipped.
     """
-    import numpy as np
 
     mu = empirical_mu(image_tokens(width, height), steps)
     base = np.linspace(1.0, 1 / steps, steps).astype(np.float32)  # the scheduler works in float32
@@ -144,8 +147,6 @@ def count_prompt_tokens(tokenizer, prompt: str, kind: str = "klein") -> int:
     pipeline truncates silently.
     """
     if kind == "dev":
-        from diffusers.pipelines.flux2.pipeline_flux2 import format_input
-        from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
 
         messages = format_input(prompts=[prompt], system_message=SYSTEM_MESSAGE)
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=True, return_dict=True)

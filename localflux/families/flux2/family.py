@@ -16,8 +16,14 @@ from typing import TYPE_CHECKING
 from ...errors import ConfigError
 from ...geometry import vae_scale_factor_of_model
 from ..base import Family
-from . import facts
-from .presets import MAX_SEQUENCE_LENGTH, PRESETS, config_root
+from . import facts, footprint, model, single_file, training
+from .footprint import sized_footprint
+from .loading import is_distilled, kind_of_folder, pipeline_class, single_file_plan
+from .lora import MARKERS, to_diffusers
+from .model import task_pipeline
+from .presets import BUILTIN, MAX_SEQUENCE_LENGTH, PRESETS, SIZED_MODELS, config_root
+from .single_file import is_flux2_transformer, tensor_shapes
+from .tiny import build_tiny_pipeline
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -26,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUILTIN = {"tiny-flux2": "klein", "tiny-flux2-base": "klein-base", "tiny-flux2-dev": "flux2-dev"}
 PIPELINE_CLASSES = ("Flux2KleinPipeline", "Flux2KleinInpaintPipeline", "Flux2Pipeline")
 _NAME_MARKERS = ("flux.2", "flux2", "flux-2")  # only for hub ids that are not on this machine
 _PART_KEYS = ("prompt.subject", "prompt.styling", "prompt.lens", "prompt.lighting", "prompt.composition",
@@ -61,7 +66,6 @@ class Flux2(Family):
         if source.kind == "tiny":
             return self.builtin[source.text]
         if source.kind == "single_file":
-            from . import single_file
 
             inferred = single_file.infer_config(single_file.tensor_shapes(source.path))
             if inferred["guidance_embeds"]:
@@ -70,7 +74,6 @@ class Flux2(Family):
             # a single file cannot tell base from distilled: the base folder's flag (or [model] preset) says
             return _klein_preset(root) if root is not None and (root / "model_index.json").is_file() else "klein"
         if source.path is not None:
-            from .loading import kind_of_folder
 
             return "flux2-dev" if kind_of_folder(source.path) == "dev" else _klein_preset(source.path)
         text = source.text.lower()  # a hub id not downloaded yet: its name is all there is
@@ -145,7 +148,6 @@ class Flux2(Family):
 
     # ---- loading
     def pipeline_class(self, task: str):
-        from .loading import pipeline_class
 
         return pipeline_class("klein", task)
 
@@ -153,17 +155,14 @@ class Flux2(Family):
         return type(pipe).__name__ in PIPELINE_CLASSES
 
     def task_pipeline(self, pipe, role: str):
-        from .model import task_pipeline
 
         return task_pipeline(pipe, role)
 
     def load(self, source, placement, preset, memory_plan):
-        from . import model  # model imports the generic loader, which imports this registry
 
         return model.load(source, placement, preset, memory_plan)
 
     def place(self, pipe, placement, memory_plan) -> None:
-        from . import model
 
         model.place(pipe, placement, memory_plan)
 
@@ -172,17 +171,14 @@ class Flux2(Family):
 
     def footprint(self, source: "Source", preset: str):
         """Counts from the model's own configs, else the packaged ones of its preset (Qwen3 in the "t5" slot)."""
-        from . import footprint
 
         if source.kind == "tiny":
-            from .tiny import build_tiny_pipeline
 
             return footprint.footprint_of_pipe(build_tiny_pipeline(source.text))
         packaged = config_root(preset)
         if source.kind == "single_file":
             base = source.base.path if source.base is not None else None
             root = base if footprint.has_configs(base) else packaged
-            from .loading import single_file_plan
 
             transformer_root = single_file_plan(source.path, base)["config"] if base is not None else None
             return footprint.footprint_from_configs(str(root), transformer_root)
@@ -193,29 +189,24 @@ class Flux2(Family):
         return f"{self.label}-{name}"  # klein-4b and klein-9b share a preset: the sized name tells them apart
 
     def sized_models(self) -> dict[str, str]:
-        from .footprint import SIZED_MODELS
 
         return {name: preset for name, (preset, _folder) in SIZED_MODELS.items()}
 
     def sized_footprint(self, name: str):
-        from .footprint import sized_footprint
 
         return sized_footprint(name) if name in self.sized_models() else super().sized_footprint(name)
 
     # ---- training
     def training(self):
-        from . import training
 
         return training
 
     # ---- LoRA
     def lora_to_diffusers(self, lora, tensors: dict) -> dict:
-        from .lora import to_diffusers
 
         return to_diffusers(lora, tensors)
 
     def lora_markers(self) -> tuple[str, ...]:
-        from .lora import MARKERS
 
         return MARKERS
 
@@ -228,7 +219,6 @@ def negative_embeds(pipe, text: str, max_sequence_length: int):
 
 
 def _klein_preset(root) -> str:
-    from .loading import is_distilled
 
     return "klein" if is_distilled(root) else "klein-base"
 
@@ -244,7 +234,6 @@ def _read_json(path) -> dict | None:
 def _single_file_is_flux2(path) -> bool:
     if path is None:
         return False
-    from .single_file import is_flux2_transformer, tensor_shapes
 
     try:
         return is_flux2_transformer(tensor_shapes(path))

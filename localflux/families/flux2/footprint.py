@@ -9,22 +9,20 @@ table's "T5" column mean FLUX.2's text encoder. Checked sizes (NOTES-diffusers.m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+from transformers import AutoConfig, AutoModel, Mistral3ForConditionalGeneration, Qwen3Config, Qwen3ForCausalLM
+
+from ...geometry import vae_scale_factor_of_config
 from ...memory.footprint import T5_SKIP_PATTERNS, Footprint, castable_params, transformer_counts
+from .presets import CONFIGS, SIZED_MODELS
 
 PARTS = ("transformer", "text_encoder", "vae")
-# The full-size FLUX.2 models sized from the packaged configs (doctor --model, bench --model): name -> (preset,
-# the config folder of its transformer and text encoder; the VAE is the one 32-channel FLUX.2 VAE).
-SIZED_MODELS = {
-    "klein-4b": ("klein", "FLUX.2-klein-4B"),
-    "klein-base-4b": ("klein-base", "FLUX.2-klein-base-4B"),
-    "klein-9b": ("klein", "FLUX.2-klein-9B"),
-    "klein-base-9b": ("klein-base", "FLUX.2-klein-9B"),  # the same shapes as klein-9B (configs/SOURCES.md)
-    "flux2-dev": ("flux2-dev", "FLUX.2-dev"),
-}
 # FLUX.2 [dev]'s Mistral-Small-3.x encoder (~23.3 B, NOTES-diffusers.md; 40 decoder layers): no config is
 # packaged for it, so its size is this published figure.
 MISTRAL_PARAMS, MISTRAL_LAYERS, MISTRAL_WIDTH = 23_300_000_000, 40, 5120
@@ -35,7 +33,6 @@ def _count(module) -> int:
 
 
 def _decoder_layers(text_encoder):
-    import torch
 
     lists = [m for m in text_encoder.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
     return max(lists, key=len)  # the decoder's layers (the vision tower's list is shorter)
@@ -43,7 +40,6 @@ def _decoder_layers(text_encoder):
 
 def footprint_of_parts(transformer, text_encoder, vae) -> Footprint:
     """Count built modules (meta or real): the text encoder in the big-text-encoder slot."""
-    from ...geometry import vae_scale_factor_of_config
 
     layers = _decoder_layers(text_encoder)
     config = text_encoder.config
@@ -62,7 +58,6 @@ def footprint_of_parts(transformer, text_encoder, vae) -> Footprint:
 
 
 def footprint_of_pipe(pipe) -> Footprint:
-    import dataclasses
 
     return dataclasses.replace(footprint_of_parts(pipe.transformer, pipe.text_encoder, pipe.vae), text_cpu_bytes=2)
 
@@ -74,10 +69,7 @@ def has_configs(root: Path | None) -> bool:
 @lru_cache(maxsize=8)
 def footprint_from_configs(root: str, transformer_root: str | None = None, text_root: str | None = None) -> Footprint:
     """Parts built on the meta device from ``root``'s configs (each part may come from another folder)."""
-    import dataclasses
 
-    import torch
-    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
     def read(folder, part):
         return json.loads((Path(folder) / part / "config.json").read_text())
@@ -101,7 +93,6 @@ def footprint_from_configs(root: str, transformer_root: str | None = None, text_
 def sized_footprint(name: str) -> Footprint:
     """A ``SIZED_MODELS`` entry's footprint: its transformer and text encoder configs, klein-4B's VAE and
     text encoder where its own folder has none (klein-base-4B shares klein-4B's Qwen3-4B)."""
-    from .presets import CONFIGS
 
     _preset, folder = SIZED_MODELS[name]
     own = CONFIGS / folder
@@ -114,23 +105,19 @@ def sized_footprint(name: str) -> Footprint:
 
 
 def _text_encoder_on_meta(config: dict):
-    from transformers import AutoConfig, AutoModel
 
     model_type = config.get("model_type", "qwen3")
     text_config = AutoConfig.for_model(model_type, **{k: v for k, v in config.items() if k != "model_type"})
     if model_type == "qwen3":
-        from transformers import Qwen3ForCausalLM
 
         return Qwen3ForCausalLM(text_config)
     if model_type == "mistral3":
-        from transformers import Mistral3ForConditionalGeneration
 
         return Mistral3ForConditionalGeneration(text_config)
     return AutoModel.from_config(text_config)
 
 
 def _tiny_stand_in():
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     return Qwen3ForCausalLM(Qwen3Config(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1,
                                         num_key_value_heads=1, head_dim=8, vocab_size=8))

@@ -19,6 +19,18 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import torch
+from diffusers import (
+    AutoencoderKLFlux2,
+    FlowMatchEulerDiscreteScheduler,
+    Flux2KleinInpaintPipeline,
+    Flux2KleinPipeline,
+    Flux2Pipeline,
+    Flux2Transformer2DModel,
+)
+from transformers import AutoTokenizer, Mistral3ForConditionalGeneration
+
+from ...memory.formats import gguf_quantization
 from . import single_file
 
 TASKS = ("text", "reference", "inpaint")
@@ -54,7 +66,6 @@ def kind_of_folder(folder) -> str:
 
 
 def pipeline_class(kind: str, task: str = "text"):
-    from diffusers import Flux2KleinInpaintPipeline, Flux2KleinPipeline, Flux2Pipeline
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
@@ -77,7 +88,6 @@ def load_pipeline(folder, *, task: str = "text", dtype=None, disable_mmap: bool 
     ``is_distilled`` (a single file cannot say which it is). ``disable_mmap`` makes CPU loads bit-exact with
     the in-memory model (it applies to the diffusers models; transformers models load their own way).
     """
-    import torch
 
     folder = Path(folder)
     dtype = dtype or torch.float32
@@ -92,8 +102,6 @@ def load_pipeline(folder, *, task: str = "text", dtype=None, disable_mmap: bool 
 
 
 def _dev_components(folder: Path, dtype, disable_mmap: bool, transformer) -> dict:
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
-    from transformers import AutoTokenizer, Mistral3ForConditionalGeneration
 
     common = {"dtype": dtype, "disable_mmap": disable_mmap, "local_files_only": True}
     if transformer is None:
@@ -161,12 +169,9 @@ def load_single_file_transformer(path, *, config: str, overrides: dict, dtype=No
     that name config fields (``overrides``) replace the loaded config's values. BFL keys are converted by
     diffusers (width-agnostic); a file already in diffusers keys is loaded as is.
     """
-    import torch
-    from diffusers import Flux2Transformer2DModel
 
     extra = {}
     if str(path).lower().endswith(".gguf"):  # diffusers 0.42.1 loads FLUX.2 GGUF files (checked on tiny-flux2)
-        from ...memory.formats import gguf_quantization
 
         extra = {"quantization_config": gguf_quantization(dtype or torch.float32), "torch_dtype": dtype or torch.float32}
     else:

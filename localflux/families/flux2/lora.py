@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import re
 
+import torch
+from diffusers import Flux2KleinPipeline
+
 from ...errors import LoraError
 
 # Module names only FLUX.2 transformers have (diffusers, BFL and kohya spellings): a LoRA using them is FLUX.2's.
@@ -30,8 +33,6 @@ _KOHYA = "lora_unet_"
 
 def to_diffusers(lora, tensors: dict) -> dict:
     """``tensors`` (a LoRA file's) as ``transformer.*.lora_A/B.weight`` in float32, every alpha folded in."""
-    import torch
-    from diffusers import Flux2KleinPipeline
 
     state = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in tensors.items()}
     if not any(k.startswith(_KOHYA) for k in state):

@@ -8,6 +8,8 @@ turns a ``loader.Source`` into a ``LoadedModel`` and places it (weight formats, 
 
 from __future__ import annotations
 
+from diffusers import Flux2Transformer2DModel
+
 from ...device import Placement
 from ...errors import ModelSourceError
 from ...loader import LoadedModel, Source, component_files
@@ -60,7 +62,6 @@ def load(source: Source, placement: Placement, preset: str, plan=None) -> Loaded
 def _nf4_transformer(folder, placement: Placement):
     """The folder's transformer quantized to NF4 while loading (bitsandbytes, CUDA; formats.check_runnable
     has refused it elsewhere before this point)."""
-    from diffusers import Flux2Transformer2DModel
 
     return Flux2Transformer2DModel.from_pretrained(str(folder), subfolder="transformer",
                                                    torch_dtype=placement.torch_dtype,

@@ -41,3 +41,16 @@ MAX_REFERENCES = 10
 def config_root(preset: str) -> Path:
     """The packaged config folder of a FLUX.2 preset (transformer, VAE, scheduler, text-encoder shape)."""
     return CONFIGS / ("FLUX.2-dev" if preset == "flux2-dev" else "FLUX.2-klein-4B")
+
+# The built-in miniatures (tiny.py builds them): name -> preset
+BUILTIN = {"tiny-flux2": "klein", "tiny-flux2-base": "klein-base", "tiny-flux2-dev": "flux2-dev"}
+
+# The full-size FLUX.2 models sized from the packaged configs (doctor --model, bench --model): name -> (preset,
+# the config folder of its transformer and text encoder; the VAE is the one 32-channel FLUX.2 VAE).
+SIZED_MODELS = {
+    "klein-4b": ("klein", "FLUX.2-klein-4B"),
+    "klein-base-4b": ("klein-base", "FLUX.2-klein-base-4B"),
+    "klein-9b": ("klein", "FLUX.2-klein-9B"),
+    "klein-base-9b": ("klein-base", "FLUX.2-klein-9B"),  # the same shapes as klein-9B (configs/SOURCES.md)
+    "flux2-dev": ("flux2-dev", "FLUX.2-dev"),
+}

@@ -18,6 +18,11 @@ import json
 import re
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+
+from ...memory.formats import gguf_tensor_shapes
+
 BFL_PREFIX = "model.diffusion_model."  # ComfyUI full checkpoints
 
 _LAYOUTS = {
@@ -47,10 +52,8 @@ CONFIG_FOLDERS = ("FLUX.2-klein-4B", "FLUX.2-klein-9B", "FLUX.2-dev")
 def tensor_shapes(path) -> dict[str, tuple[int, ...]]:
     """Every tensor's shape from a safetensors header, or a GGUF file's tensor table (no weights read)."""
     if str(path).lower().endswith(".gguf"):
-        from ...memory.formats import gguf_tensor_shapes
 
         return gguf_tensor_shapes(path)
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
@@ -124,7 +127,6 @@ def pick_config(inferred: dict, root: Path) -> tuple[str, dict]:
 
 def diffusers_to_bfl(state_dict: dict) -> dict:
     """diffusers ``Flux2Transformer2DModel`` keys -> BFL keys (the inverse of diffusers' own conversion)."""
-    import torch
 
     renames = {
         "x_embedder": "img_in", "context_embedder": "txt_in",

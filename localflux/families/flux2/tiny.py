@@ -28,6 +28,24 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import torch
+from diffusers import (
+    AutoencoderKLFlux2,
+    FlowMatchEulerDiscreteScheduler,
+    Flux2KleinPipeline,
+    Flux2Pipeline,
+    Flux2Transformer2DModel,
+)
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    Mistral3Config,
+    Mistral3ForConditionalGeneration,
+    PreTrainedTokenizerFast,
+    Qwen2TokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
 TINY_SEED = 20260214
 VARIANTS = ("tiny-flux2", "tiny-flux2-base", "tiny-flux2-dev")
 
@@ -91,7 +109,6 @@ def build_tiny_components(variant: str) -> dict:
 
     Klein variants also carry ``is_distilled`` (a pipeline config argument, not a module).
     """
-    import torch
 
     _check(variant)
     dev = variant == "tiny-flux2-dev"
@@ -115,7 +132,6 @@ def build_tiny_components(variant: str) -> dict:
 
 def pipeline_class(variant: str):
     _check(variant)
-    from diffusers import Flux2KleinPipeline, Flux2Pipeline
 
     return Flux2Pipeline if variant == "tiny-flux2-dev" else Flux2KleinPipeline
 
@@ -140,7 +156,6 @@ def save_tiny_model(variant: str, folder) -> Path:
 
 def fingerprint(components: dict) -> str:
     """sha256 over every module's state dict (names, dtypes, shapes, bytes), the tokenizer and the flags."""
-    import torch
 
     digest = hashlib.sha256()
     for name in sorted(components):
@@ -165,7 +180,6 @@ def fingerprint(components: dict) -> str:
 
 
 def _tiny_transformer(guidance_embeds: bool):
-    from diffusers import Flux2Transformer2DModel
 
     return Flux2Transformer2DModel(
         patch_size=1,
@@ -184,8 +198,6 @@ def _tiny_transformer(guidance_embeds: bool):
 
 
 def _tiny_vae():
-    import torch
-    from diffusers import AutoencoderKLFlux2
 
     vae = AutoencoderKLFlux2(
         block_out_channels=(8, 8, 16, 16),  # four blocks -> factor 8, like the real VAE
@@ -203,7 +215,6 @@ def _tiny_vae():
 
 
 def _tiny_qwen3():
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     config = Qwen3Config(
         vocab_size=len(_qwen_vocab()) + len(QWEN_SPECIALS),
@@ -223,7 +234,6 @@ def _tiny_qwen3():
 
 
 def _tiny_mistral3():
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
     vocab_size = len(MISTRAL_SPECIALS) + len(_byte_alphabet()) + len(_MERGES)
     config = Mistral3Config(
@@ -244,7 +254,6 @@ def _tiny_mistral3():
 
 
 def _scheduler(name: str):
-    from diffusers import FlowMatchEulerDiscreteScheduler
 
     text = config_root().joinpath(name, "scheduler", "scheduler_config.json").read_text()
     return FlowMatchEulerDiscreteScheduler.from_config(json.loads(text))
@@ -259,7 +268,6 @@ def config_root():
 
 
 def _byte_alphabet() -> list[str]:
-    from tokenizers import pre_tokenizers
 
     return sorted(pre_tokenizers.ByteLevel.alphabet())
 
@@ -277,8 +285,6 @@ def _qwen_special_id(token: str) -> int:
 
 def qwen_tokenizer():
     """An offline ``Qwen2TokenizerFast`` (ByteLevel BPE) with a reduced Qwen3 chat template."""
-    from tokenizers import AddedToken
-    from transformers import Qwen2TokenizerFast
 
     tok = Qwen2TokenizerFast(
         vocab=_qwen_vocab(),
@@ -297,8 +303,6 @@ def qwen_tokenizer():
 
 def mistral_tokenizer():
     """An offline Mistral-style fast tokenizer: ByteLevel BPE, control tokens, ``<s>`` prepended."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(MISTRAL_SPECIALS)}
     for ch in _byte_alphabet():

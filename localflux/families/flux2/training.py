@@ -15,6 +15,13 @@ The math of diffusers' ``examples/dreambooth/train_dreambooth_lora_flux2_klein.p
 
 from __future__ import annotations
 
+import torch
+from diffusers import Flux2KleinPipeline
+from diffusers.models.transformers.transformer_flux2 import Flux2SingleTransformerBlock, Flux2TransformerBlock
+from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+from ...train.config import DEFAULT_TARGETS as FLUX1_DEFAULTS
+
 HELPERS = ("text_encoder", "vae")
 SHIFT_STEPS = 50  # klein base's sampling steps: the mu its own schedule uses at this size
 # Linear layers in diffusers' Flux2TransformerBlock / Flux2SingleTransformerBlock (0.42.1); the single block's
@@ -30,7 +37,6 @@ def text_dtype(pipe) -> str:
 
 def encode_latent(pipe, pixels):
     """One image (1, 3, H, W) -> (128, H/16, W/16): mode, patchified, batch-norm normalised."""
-    import torch
 
     latents = pipe.vae.encode(pixels).latent_dist.mode()
     patched = pipe._patchify_latents(latents)
@@ -47,21 +53,17 @@ def encode_text(pipe, caption: str, device: str, max_sequence_length: int) -> di
 
 
 def mu(seq_len: int, scheduler_config) -> float:
-    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
     return float(compute_empirical_mu(seq_len, SHIFT_STEPS))
 
 
 def default_targets(configured: list[str]) -> list[str]:
     """FLUX.1's default target list (the config's default) means "the default": FLUX.2's layer names."""
-    from ...train.config import DEFAULT_TARGETS as FLUX1_DEFAULTS
 
     return list(DEFAULT_TARGETS) if tuple(configured) == tuple(FLUX1_DEFAULTS) else configured
 
 
 def block_linears() -> set[str]:
-    import torch
-    from diffusers.models.transformers.transformer_flux2 import Flux2SingleTransformerBlock, Flux2TransformerBlock
 
     with torch.device("meta"):
         blocks = (Flux2TransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8),
@@ -71,8 +73,6 @@ def block_linears() -> set[str]:
 
 def predict(model, noisy, sigmas, text: dict, *, device: str, dtype, guidance: float | None, vae_scale_factor: int):
     """The transformer's velocity for ``noisy`` (B, 128, h, w) in the same (patchified, normalised) layout."""
-    import torch
-    from diffusers import Flux2KleinPipeline
 
     b, c, h, w = noisy.shape
     packed = Flux2KleinPipeline._pack_latents(noisy)  # (B, h*w, C), row-major
