@@ -79,7 +79,7 @@ def test_folder_job_items_ids_and_notes(tmp_path):
     assert [i.item_id for i in moved.items] == [i.item_id for i in again.items]
 
 
-def test_per_item_and_per_variant_inputs(tmp_path):
+def test_per_item_and_per_variant_inputs(tmp_path, run_cli):
     noise_picture(tmp_path / "me.png", (48, 32), seed=3)
     box_mask(tmp_path / "mouth.png", (48, 32), (8, 8, 32, 24))
     text = """
@@ -114,8 +114,8 @@ height = 32
     assert inpaint.config.input.strength == 0.8
 
     # Rendered in a batch == rendered alone (the item's pixels are read again just before it renders).
-    code = run_subprocess("batch", tmp_path / "job.toml", "--no-progress")
-    assert code.returncode == 0, code.stderr
+    code, _, err = run_cli("batch", tmp_path / "job.toml", "--no-progress")
+    assert code == 0, err
     item = job.items[1]
     recipe = read_recipe(tmp_path / "out" / item.filename)
     assert [r["role"] for r in recipe["inputs"]] == ["image", "mask"] and recipe["task"]["name"] == "inpaint"
@@ -149,17 +149,17 @@ def test_bad_job_image_keys_are_one_line(tmp_path, run_cli):
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err, (line, err)
 
 
-def test_folder_job_resumes_after_kill_byte_identical(tmp_path):
+def test_folder_job_resumes_after_kill_byte_identical(tmp_path, run_cli):
     photos(tmp_path)
     job = write(tmp_path, FOLDER_JOB.format(out="out"))
-    assert run_subprocess("batch", job, "--no-progress").returncode == 0
+    assert run_cli("batch", job, "--no-progress")[0] == 0  # in this process: only the killed run needs its own
     reference = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.suffix in (".png", ".json")}
     shutil.rmtree(tmp_path / "out")
     killed = run_subprocess("batch", job, "--no-progress", env={"LOCALFLUX_TEST_KILL_AT": "after_rename:3"})
     assert killed.returncode != 0
-    done = run_subprocess("batch", job, "--no-progress")
-    assert done.returncode == 0, done.stderr
-    assert "8 done" in done.stderr and "1 recovered" in done.stderr
+    code, _, err = run_cli("batch", job, "--no-progress")
+    assert code == 0, err
+    assert "8 done" in err and "1 recovered" in err
     files = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.suffix in (".png", ".json")}
     assert files == reference
 

@@ -107,14 +107,14 @@ def test_batch_with_per_item_control_resumes_after_a_kill_and_replays(tmp_path, 
     noise_picture(tmp_path / "edges-b.png", (64, 48), seed=2)
     job = tmp_path / "job.toml"
     job.write_text(CONTROL_JOB.format())
-    assert run_subprocess("batch", job, "--no-progress").returncode == 0
+    assert run_cli("batch", job, "--no-progress")[0] == 0  # in this process: only the killed run needs its own
     out = tmp_path / "out"
     reference = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".png", ".json")}
     assert len(reference) == 16
     shutil.rmtree(out)
     assert run_subprocess("batch", job, "--no-progress", env={"LOCALFLUX_TEST_KILL_AT": "after_rename:5"}).returncode
-    done = run_subprocess("batch", job, "--no-progress")
-    assert done.returncode == 0 and "1 recovered" in done.stderr, done.stderr
+    code, _, err = run_cli("batch", job, "--no-progress")
+    assert code == 0 and "1 recovered" in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".png", ".json")} == reference
     recipes = {p.name: read_recipe(p) for p in sorted(out.glob("*.png"))}
     paths = {Path(r["inputs"][0]["path"]).name for r in recipes.values()}
