@@ -15,7 +15,6 @@ renames and splits the tensors itself (``bfl_to_diffusers``) and hands diffusers
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ import torch
 from ...errors import ModelSourceError
 from ...geometry import MLP_RATIO
 from ...weightfile import tensor_shapes
+from ..shapes import layout_of, skeleton, strip_prefix
 
 FLUX1_WIDTH = 3072  # diffusers' BFL-key conversion assumes it
 
@@ -44,43 +44,16 @@ _LAYOUTS = {
 }
 
 
-def layout_of(shapes: dict) -> str:
-    return "bfl" if any(k.startswith("double_blocks.") or k == "img_in.weight" for k in _strip(shapes)) else "diffusers"
-
-
-def _strip(shapes: dict) -> dict:
-    # ComfyUI full checkpoints prefix the transformer's keys
-    return {k.removeprefix("model.diffusion_model."): v for k, v in shapes.items()}
-
-
 def infer_config(shapes: dict) -> dict:
     """The ``FluxTransformer2DModel`` config fields a file's tensor shapes determine."""
-    shapes = _strip(shapes)
+    shapes = strip_prefix(shapes)
     names = _LAYOUTS[layout_of(shapes)]
     missing = [names[k] for k in ("x", "context", "pooled") if names[k] not in shapes]
     if missing:
         raise ValueError(f"no {missing[0]} tensor")
-
-    def count(prefix):
-        found = {int(m.group(1)) for k in shapes for m in [re.match(re.escape(prefix) + r"(\d+)\.", k)] if m}
-        return max(found) + 1 if found else 0
-
-    width, in_channels = shapes[names["x"]]
-    doubles, singles = count(names["double"]), count(names["single"])
-    head_key = names["head"][0].format(0) if doubles else names["head"][1].format(0)
-    if head_key not in shapes:
-        raise ValueError(f"no {head_key} tensor")
-    head_dim = shapes[head_key][0]
-    config = {
-        "in_channels": in_channels,
-        "num_layers": doubles,
-        "num_single_layers": singles,
-        "attention_head_dim": head_dim,
-        "num_attention_heads": width // head_dim,
-        "joint_attention_dim": shapes[names["context"]][1],
-        "pooled_projection_dim": shapes[names["pooled"]][1],
-        "guidance_embeds": any(k.startswith(names["guidance"]) for k in shapes),
-    }
+    config = skeleton(shapes, names, (names["head"][0].format(0), names["head"][1].format(0)))
+    config["pooled_projection_dim"] = shapes[names["pooled"]][1]
+    in_channels = config["in_channels"]
     if names["out"] in shapes and shapes[names["out"]][0] != in_channels:
         config["out_channels"] = shapes[names["out"]][0]
     return config

@@ -22,8 +22,9 @@ import torch
 from safetensors import safe_open
 
 from ...memory.formats import gguf_tensor_shapes
+from ..shapes import COMFY_PREFIX, layout_of, skeleton, strip_prefix
 
-BFL_PREFIX = "model.diffusion_model."  # ComfyUI full checkpoints
+BFL_PREFIX = COMFY_PREFIX  # ComfyUI full checkpoints
 
 _LAYOUTS = {
     "diffusers": {
@@ -59,23 +60,14 @@ def tensor_shapes(path) -> dict[str, tuple[int, ...]]:
         return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
 
 
-def _strip(shapes: dict) -> dict:
-    return {k.removeprefix(BFL_PREFIX): v for k, v in shapes.items()}
-
-
-def layout_of(shapes: dict) -> str:
-    keys = _strip(shapes)
-    return "bfl" if any(k.startswith("double_blocks.") or k == "img_in.weight" for k in keys) else "diffusers"
-
-
 def is_flux2_transformer(shapes: dict) -> bool:
-    keys = _strip(shapes)
+    keys = strip_prefix(shapes)
     return "single_stream_modulation.lin.weight" in keys or "single_stream_modulation.linear.weight" in keys
 
 
 def infer_config(shapes: dict) -> dict:
     """The ``Flux2Transformer2DModel`` config fields a file's tensor shapes determine (ValueError if not FLUX.2)."""
-    shapes = _strip(shapes)
+    shapes = strip_prefix(shapes)
     if not is_flux2_transformer(shapes):
         raise ValueError("no single_stream_modulation tensor: not a FLUX.2 transformer")
     names = _LAYOUTS[layout_of(shapes)]
@@ -83,26 +75,9 @@ def infer_config(shapes: dict) -> dict:
         if names[key] not in shapes:
             raise ValueError(f"no {names[key]} tensor")
 
-    def count(prefix):
-        found = {int(m.group(1)) for k in shapes for m in [re.match(re.escape(prefix) + r"(\d+)\.", k)] if m}
-        return max(found) + 1 if found else 0
-
-    width, in_channels = shapes[names["x"]]
-    doubles, singles = count(names["double"]), count(names["single"])
-    head_key = names["head"][0] if doubles else names["head"][1]
-    if head_key not in shapes:
-        raise ValueError(f"no {head_key} tensor")
-    head_dim = shapes[head_key][0]
-    config = {
-        "in_channels": in_channels,
-        "num_layers": doubles,
-        "num_single_layers": singles,
-        "attention_head_dim": head_dim,
-        "num_attention_heads": width // head_dim,
-        "joint_attention_dim": shapes[names["context"]][1],
-        "timestep_guidance_channels": shapes[names["time"]][1],
-        "guidance_embeds": any(k.startswith(names["guidance"]) for k in shapes),
-    }
+    config = skeleton(shapes, names, names["head"])
+    config["timestep_guidance_channels"] = shapes[names["time"]][1]
+    width, doubles = config["num_attention_heads"] * config["attention_head_dim"], config["num_layers"]
     if doubles and names["mlp"] in shapes:  # SwiGLU: linear_in holds gate + value, 2 x mlp_hidden rows
         config["mlp_ratio"] = shapes[names["mlp"]][0] / 2 / width
     return config
