@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import torch
+
 COMFY_PREFIX = "model.diffusion_model."  # ComfyUI full checkpoints prefix the transformer's keys
 
 
@@ -26,6 +28,11 @@ def block_count(shapes: dict, prefix: str) -> int:
     """How many numbered blocks ``prefix0.``, ``prefix1.`` … the file holds."""
     found = {int(m.group(1)) for k in shapes for m in [re.match(re.escape(prefix) + r"(\d+)\.", k)] if m}
     return max(found) + 1 if found else 0
+
+
+def linear_names(blocks) -> set[str]:
+    """Names of the linear layers inside ``blocks`` (one of each block kind, tiny, built on the meta device)."""
+    return {name for block in blocks for name, module in block.named_modules() if isinstance(module, torch.nn.Linear)}
 
 
 def skeleton(shapes: dict, names: dict, head_keys: tuple[str, str]) -> dict:

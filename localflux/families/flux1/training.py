@@ -12,6 +12,7 @@ from diffusers import FluxPipeline
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
 
 from ... import schedule
+from ..shapes import linear_names
 
 HELPERS = ("text_encoder", "text_encoder_2", "vae")  # modules that visit the accelerator only to fill the cache
 
@@ -44,11 +45,9 @@ def default_targets(configured: list[str]) -> list[str]:
 
 def block_linears() -> set[str]:
     """Names of the linear layers inside diffusers' FLUX double and single blocks (built on the meta device)."""
-
     with torch.device("meta"):
-        blocks = (FluxTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8),
-                  FluxSingleTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8))
-    return {name for block in blocks for name, module in block.named_modules() if isinstance(module, torch.nn.Linear)}
+        return linear_names((FluxTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8),
+                             FluxSingleTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8)))
 
 
 def predict(model, noisy, sigmas, text: dict, *, device: str, dtype, guidance: float | None, vae_scale_factor: int):

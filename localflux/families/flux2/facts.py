@@ -41,6 +41,14 @@ def _scaled(w: int, h: int) -> tuple[int, int]:
     return int(w * s), int(h * s)
 
 
+def _capped(w: int, h: int) -> tuple[list, tuple[int, int]]:
+    """(steps, size): the Lanczos resize to about 1024² both pipelines apply above that area, if any."""
+    if w * h <= MAX_AREA:
+        return [], (w, h)
+    new = _scaled(w, h)
+    return [("resize", {"from": (w, h), "to": new, "filter": "lanczos"})], new
+
+
 def reference_geometry(w: int, h: int, multiple: int = MULTIPLE) -> dict:
     """What the text/reference pipelines do to a W×H reference (PIL image), in order.
 
@@ -53,11 +61,7 @@ def reference_geometry(w: int, h: int, multiple: int = MULTIPLE) -> dict:
     problem = check_reference(w, h)
     if problem:
         raise ValueError(problem)
-    steps = []
-    if w * h > MAX_AREA:
-        new = _scaled(w, h)
-        steps.append(("resize", {"from": (w, h), "to": new, "filter": "lanczos"}))
-        w, h = new
+    steps, (w, h) = _capped(w, h)
     fw, fh = (w // multiple) * multiple, (h // multiple) * multiple
     if (fw, fh) != (w, h):
         left, top = (w - fw) // 2, (h - fh) // 2
@@ -73,12 +77,7 @@ def inpaint_image_geometry(w: int, h: int, multiple: int = MULTIPLE) -> dict:
     sizes floored to multiples of 16; that floored size is the output size (``height``/``width``
     arguments are overwritten). No 64 px / aspect check here (that is for references).
     """
-    steps = []
-    if w * h > MAX_AREA:
-        # the inpaint pipeline computes int(raw_h * s), int(raw_w * s) with the same s
-        new = _scaled(w, h)
-        steps.append(("resize", {"from": (w, h), "to": new, "filter": "lanczos"}))
-        w, h = new
+    steps, (w, h) = _capped(w, h)  # the inpaint pipeline computes int(raw_h * s), int(raw_w * s) with the same s
     fw, fh = (w // multiple) * multiple, (h // multiple) * multiple
     if (fw, fh) != (w, h):
         steps.append(("resize", {"from": (w, h), "to": (fw, fh), "filter": "lanczos"}))

@@ -21,6 +21,7 @@ from diffusers.models.transformers.transformer_flux2 import Flux2SingleTransform
 from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
 from ...train.config import DEFAULT_TARGETS as FLUX1_DEFAULTS
+from ..shapes import linear_names
 
 HELPERS = ("text_encoder", "vae")
 SHIFT_STEPS = 50  # klein base's sampling steps: the mu its own schedule uses at this size
@@ -64,11 +65,10 @@ def default_targets(configured: list[str]) -> list[str]:
 
 
 def block_linears() -> set[str]:
-
+    """Names of the linear layers inside diffusers' FLUX.2 double and single blocks."""
     with torch.device("meta"):
-        blocks = (Flux2TransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8),
-                  Flux2SingleTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8))
-    return {name for block in blocks for name, module in block.named_modules() if isinstance(module, torch.nn.Linear)}
+        return linear_names((Flux2TransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8),
+                             Flux2SingleTransformerBlock(dim=8, num_attention_heads=1, attention_head_dim=8)))
 
 
 def predict(model, noisy, sigmas, text: dict, *, device: str, dtype, guidance: float | None, vae_scale_factor: int):
