@@ -14,7 +14,7 @@ demo: install
 	$(BIN)/localflux replay renders/demo/0001-s42.png --verify --no-progress
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check localflux tests scripts
